@@ -1,0 +1,65 @@
+"""``litefer models``: the model zoo as a table (sizes and compute are counted, not typed)."""
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from litefer.cli._common import echo_json, fail
+
+
+def zoo_rows(names: list[str] | None = None, flops: bool = True) -> list[dict]:
+    """One dict per registered model: name, paper, input, params, macs (counted)."""
+    import torch
+
+    from litefer.deploy.profile import count_macs, count_params
+    from litefer.models import create_model, list_models, model_info
+
+    rows = []
+    for name in names or list_models():
+        info = model_info(name)          # KeyError with suggestions for unknown names
+        with torch.random.fork_rng():
+            model = create_model(name)
+        c, s = info.default_input
+        rows.append({
+            "name": name, "paper": info.paper, "input": f"{c}x{s}x{s}",
+            "params_m": count_params(model) / 1e6,
+            "gmacs": count_macs(model, info.default_input) / 1e9 if flops else None,
+            "paper_params_m": info.paper_params, "paper_defines_arch": info.paper_defines_arch,
+        })
+    return rows
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("models")
+    def models_cmd(
+        name: Optional[list[str]] = typer.Argument(None, help="Only these models (default: all)."),
+        no_flops: bool = typer.Option(False, "--no-flops", help="Skip counting MACs (faster)."),
+        json_out: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
+    ) -> None:
+        """List the registered models: paper, input, parameters and MACs (counted)."""
+        try:
+            rows = zoo_rows(name or None, flops=not no_flops)
+        except KeyError as exc:
+            raise fail(str(exc.args[0]))
+        if json_out:
+            for r in rows:
+                echo_json(r)
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title="litefer models", caption="MACs = multiply-accumulates of one forward pass "
+                      "at the default input, counted with torch FlopCounterMode (FLOPs = 2 x MACs; "
+                      "element-wise ops not counted). * = paper leaves the size open.")
+        for col, kw in (("name", {"style": "bold", "no_wrap": True}), ("paper", {}), ("input", {"no_wrap": True}),
+                        ("params (M)", {"justify": "right"}), ("GMACs", {"justify": "right"}),
+                        ("paper params (M)", {"justify": "right"})):
+            table.add_column(col, **kw)
+        for r in rows:
+            pp = "-" if r["paper_params_m"] is None else f"{r['paper_params_m']:g}"
+            if r["paper_params_m"] is not None and not r["paper_defines_arch"]:
+                pp += "*"
+            table.add_row(r["name"], r["paper"], r["input"], f"{r['params_m']:.3f}",
+                          "-" if r["gmacs"] is None else f"{r['gmacs']:.3f}", pp)
+        Console().print(table)

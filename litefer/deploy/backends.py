@@ -1,0 +1,123 @@
+"""Classifier backends: what turns a preprocessed face batch into probabilities.
+
+A backend satisfies :class:`ClassifierBackend`: ``predict(batch)`` takes a float32
+NCHW batch, already normalised as the model's ``preprocess`` says, and returns
+(N, C) float32 class probabilities.  It also carries ``labels`` (the head's label
+set) and ``preprocess`` (``{"channels", "size", "mean", "std", "crop"}``) so the
+recognizer knows how to crop and normalise faces for it.
+
+- :class:`TorchBackend` — a PyTorch model (from a checkpoint or built in code);
+- ``OnnxBackend`` (``litefer.deploy.onnx_backend``) — an exported ONNX model run by
+  ONNX Runtime, imported only when asked for.
+
+:func:`make_backend` builds either from a source: ``"default"`` (the bundled
+model), a checkpoint path (``.safetensors``/``.pt``) or an ``.onnx`` file.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+BACKENDS = ("torch", "onnx")
+
+
+@runtime_checkable
+class ClassifierBackend(Protocol):
+    labels: Sequence[str]
+    preprocess: dict
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:  # pragma: no cover - protocol
+        """(N, C) float32 probabilities of a float32 (N, channels, size, size) batch."""
+        ...
+
+
+class BackendError(RuntimeError):
+    """A backend cannot be built (unknown kind, missing runtime, bad model file)."""
+
+
+def check_batch(batch: np.ndarray, preprocess: dict) -> np.ndarray:
+    """``batch`` as contiguous float32, or ValueError when its shape does not fit ``preprocess``."""
+    batch = np.ascontiguousarray(batch, dtype=np.float32)
+    c, s = int(preprocess["channels"]), int(preprocess["size"])
+    if batch.ndim != 4 or tuple(batch.shape[1:]) != (c, s, s):
+        raise ValueError(f"expected a float32 batch of shape (N, {c}, {s}, {s}), got {tuple(batch.shape)}")
+    return batch
+
+
+class TorchBackend:
+    """A PyTorch classifier; ``predict`` runs it under ``inference_mode`` and softmaxes.
+
+    ``labels``/``preprocess`` default to the model's ``meta`` when it has one (as
+    :func:`litefer.models.checkpoint.load_model` returns), else must be given.
+    """
+
+    kind = "torch"
+
+    def __init__(self, model: Any, labels: Optional[Sequence[str]] = None,
+                 preprocess: Optional[dict] = None, device: str = "cpu", meta: Any = None,
+                 batch_size: int = 64):
+        import torch
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.meta = meta
+        if labels is None and meta is not None:
+            labels = meta.labels
+        if preprocess is None and meta is not None:
+            preprocess = meta.preprocess
+        if labels is None or preprocess is None:
+            raise BackendError("TorchBackend needs labels and preprocess (or a checkpoint's meta)")
+        self.labels = list(labels)
+        self.preprocess = dict(preprocess)
+        self.batch_size = int(batch_size)
+
+    def __repr__(self) -> str:
+        return f"TorchBackend({type(self.model).__name__}, device={self.device})"
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+        batch = check_batch(batch, self.preprocess)
+        if len(batch) == 0:
+            return np.zeros((0, len(self.labels)), np.float32)
+        outs = []
+        with torch.inference_mode():
+            for i in range(0, len(batch), self.batch_size):
+                x = torch.from_numpy(batch[i:i + self.batch_size]).to(self.device)
+                logits = self.model(x)
+                outs.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+        probs = np.concatenate(outs)
+        if probs.shape[1] != len(self.labels):
+            raise BackendError(f"the model gives {probs.shape[1]} outputs for {len(self.labels)} labels")
+        return probs
+
+    __call__ = predict
+
+
+def make_backend(kind: str = "torch", source: str | Path = "default", device: str = "cpu",
+                 **kwargs: Any) -> ClassifierBackend:
+    """A backend of ``kind`` (``"torch"`` or ``"onnx"``) for ``source``.
+
+    torch: ``source`` is a bundled model name or a checkpoint (an ``.onnx`` file is
+    refused with a hint).  onnx: an ``.onnx`` file, or a checkpoint/bundled name that
+    ``OnnxBackend`` exports once and caches; needs the ``onnx`` extra.
+    """
+    kind = str(kind).lower()
+    if kind == "torch":
+        if str(source).lower().endswith(".onnx"):
+            raise BackendError(f"{source}: an ONNX model needs backend='onnx'")
+        from litefer.models.checkpoint import load_model
+        model, meta = load_model(source, device=device)
+        return TorchBackend(model, device=device, meta=meta, **kwargs)
+    if kind == "onnx":
+        try:
+            from litefer.deploy.onnx_backend import OnnxBackend
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("litefer"):
+                raise BackendError("the ONNX backend (litefer.deploy.onnx_backend) is not available") from None
+            raise BackendError(f"the ONNX backend needs {exc.name}: pip install 'litefer[onnx]'") from None
+        if device not in ("cpu", None) and "providers" not in kwargs:
+            kwargs["providers"] = ["CUDAExecutionProvider", "CPUExecutionProvider"] \
+                if str(device).startswith("cuda") else None
+        return OnnxBackend(source, **kwargs)
+    raise BackendError(f"unknown backend {kind!r}; known: {', '.join(BACKENDS)}")

