@@ -12,7 +12,8 @@ from litefer.data.base import DATA_ENV, data_root
 
 REPO = Path(__file__).resolve().parents[1]
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# one intra-op thread: the suite is many small models, where threading only adds overhead
+torch.set_num_threads(1)
 
 
 def _root() -> Path:

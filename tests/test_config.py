@@ -202,3 +202,32 @@ def test_shipped_configs_name_registered_models():
             if stubs:
                 pytest.skip(f"{arch!r} (configs/{name}.yaml) not registered; model files still stubs: {stubs}")
             pytest.fail(f"configs/{name}.yaml names model {arch!r}, not in the zoo: {sorted(known)}")
+
+
+@pytest.mark.parametrize("name", TRAIN_CONFIGS)
+def test_shipped_configs_build_model_loss_and_transforms(name):
+    """Model kwargs, input, loss and augmentation of every config fit together (one step)."""
+    import numpy as np
+    import torch
+    from litefer.models import list_models
+    from litefer.training.trainer import _Step, build_criterion, build_model, build_optimizer, build_transforms
+    cfg = load_config(CONFIGS / f"{name}.yaml")
+    if cfg.model.arch not in list_models():
+        pytest.skip(f"{cfg.model.arch} not registered yet")
+    torch.manual_seed(0)
+    n_cls = cfg.data.num_classes or 7
+    model, pre = build_model(cfg, n_cls)
+    crit = build_criterion(cfg, n_cls, model.num_features, np.full(n_cls, 10))
+    opt = build_optimizer(cfg, model, crit.model_params())
+    tr, ev = build_transforms(cfg, pre)
+    rng = np.random.default_rng(0)
+    src = rng.integers(0, 256, (2, 48, 48), dtype=np.uint8)          # FER-style source images
+    x = torch.stack([tr(im, np.random.default_rng(i)) for i, im in enumerate(src)])
+    assert x.shape == (2, pre["channels"], pre["size"], pre["size"])
+    assert ev(src[0]).shape == x.shape[1:]
+    y = torch.tensor([0, 1])
+    loss, logits, parts = _Step(model.train(), crit)(x, y)
+    loss.backward()
+    opt.step()
+    assert logits.shape == (2, n_cls) and torch.isfinite(loss)
+    assert ("center" in parts) == (cfg.loss.center.weight > 0) and ("ch" in parts) == (cfg.loss.cosine_harmony.weight > 0)

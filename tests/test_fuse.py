@@ -108,3 +108,24 @@ def test_bn_not_directly_after_a_conv_is_left_alone():
 def test_fuse_rejects_non_modules():
     with pytest.raises(TypeError, match="nn.Module"):
         fuse("i_mobilenetv2")
+
+
+def test_deploy_fuse_name_is_callable_both_ways():
+    import litefer.deploy
+    from litefer.deploy.fuse import fuse as fuse_fn   # binds litefer.deploy.fuse to the module
+    m = _randomize_bn(nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)))
+    for f in (litefer.deploy.fuse, fuse_fn):
+        out = f(m)
+        assert _n_bn(out) == 0 and isinstance(out[0], nn.Conv2d)
+
+
+def test_importing_litefer_deploy_does_not_import_torch():
+    import subprocess
+    import sys
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "import litefer.deploy\n"
+            "assert 'fuse' in litefer.deploy.__all__\n"
+            "try:\n    litefer.deploy.count_params\nexcept ImportError:\n    print('lazy')\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "lazy"

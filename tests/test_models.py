@@ -221,6 +221,12 @@ def test_spatial_bias_is_global_and_trains_at_batch_1():
         L.SpatialBias(16, sb_chs=1)
 
 
+def test_matrix_adaptive_pool_matches_aten():
+    x = torch.randn(2, 3, 7, 9)
+    for size in (1, 2, 3, 7, 10):
+        assert torch.allclose(L.adaptive_avg_pool2d(x, size), F.adaptive_avg_pool2d(x, size), atol=1e-6)
+
+
 def test_make_divisible():
     assert L.make_divisible(32 * 0.75) == 24
     assert L.make_divisible(16 * 0.75) == 16

@@ -10,7 +10,6 @@ import pytest
 import torch
 import torch.nn as nn
 
-from litefer.data.base import FaceArrays
 from litefer.data.sampling import EpochSampler, OversamplingSampler, class_counts_after, oversample_indices
 from litefer.data.transforms import Augment, AugmentedFaces, Preprocess, from_preprocess
 from litefer.training import (ConfigError, LRSchedule, config_from_dict, metrics_from_confusion, prepare_data,
@@ -329,6 +328,13 @@ def test_holdout_validation_and_exclusion(tmp_path):
     assert prepare_data(cfg).val.ids != s.val.ids
 
 
+def test_validation_hold_out_by_subject():
+    s = prepare_data(_cfg(data={"val_split": None, "val_fraction": 0.25, "val_by_subject": True}))
+    assert not set(s.train.groups) & set(s.val.groups)
+    assert 0.15 < len(s.val) / (len(s.val) + len(s.train)) < 0.35
+    assert "subject" in s.info["val_split"]
+
+
 def test_subject_folds_and_train_folds(tmp_path):
     torch.set_num_threads(1)
     cfg = _cfg(data={"test_split": None, "val_split": None, "folds": 2}, train={"epochs": 1})
@@ -339,6 +345,26 @@ def test_subject_folds_and_train_folds(tmp_path):
     cv = train_folds(cfg, tmp_path, quiet=True)
     assert len(cv.folds) == 2 and (tmp_path / "fold1" / "best.pt").is_file()
     assert json.loads((tmp_path / "cv.json").read_text())["folds"] == 2
+
+
+def test_soft_targets_train_with_balanced_weights(tmp_path):
+    """FER+ 'probability' label mode: float (N, C) targets through loader, losses and metrics."""
+    from litefer.data.base import FaceArrays
+    from litefer.training import DataSplits
+    torch.set_num_threads(1)
+
+    def soften(a: FaceArrays) -> FaceArrays:
+        t = np.full((len(a), 4), 0.1, np.float32)
+        t[np.arange(len(a)), a.targets] = 0.7
+        return FaceArrays(a.images, t, a.labels, a.ids, a.groups, a.name, a.split)
+
+    splits = DataSplits(soften(synthetic_faces(128, 4, 24, seed=1)), soften(synthetic_faces(64, 4, 24, seed=2)),
+                        soften(synthetic_faces(64, 4, 24, seed=3)))
+    cfg = _cfg(train={"epochs": 2}, loss={"class_weights": "balanced", "center": {"weight": 0.01}})
+    res = train(cfg, out_dir=tmp_path, data=splits, quiet=True)
+    assert all(math.isfinite(r["train_loss"]) and math.isfinite(r["val_loss"]) for r in res.history)
+    assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
+    assert res.test_metrics["n"] == 64
 
 
 def test_model_config_errors_name_the_key(tmp_path):

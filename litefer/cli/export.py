@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
         calib_dataset: str = typer.Option("fer2013", help="Dataset whose training split calibrates --int8."),
         calib_count: int = typer.Option(300, min=1, help="Number of calibration images for --int8."),
         calib_method: str = typer.Option("minmax", help="Calibration: minmax, percentile or entropy."),
-        calib_root: Optional[Path] = typer.Option(None, help="Data folder (default $LITEFER_DATA or ../shared/data)."),
+        calib_root: Optional[Path] = typer.Option(None, help="Folder of the calibration dataset (default $LITEFER_DATA/<dataset>)."),
     ) -> None:
         """Export a model to ONNX: writes OUT and OUT.json (labels, input size, channels,
         mean/std, crop, arch, checkpoint sha256, litefer version), enough to run OUT alone

@@ -26,6 +26,7 @@ from typing import Any, Iterable, Iterator, List, Optional
 
 import numpy as np
 import typer
+from rich.markup import escape
 
 from litefer.cli._common import console, fail
 
@@ -122,10 +123,12 @@ class Item:
         self.path, self.rel, self.video = path, rel, video
 
 
-def collect_inputs(paths: List[Path], recursive: bool, force_video: bool) -> tuple[list[Item], list[str]]:
-    """(items, errors): files as given, folders expanded to their images (and videos)."""
+def collect_inputs(paths: List[Path], recursive: bool, force_video: bool,
+                   folder_videos: bool = True) -> tuple[list[Item], list[str], int]:
+    """(items, errors, skipped videos): files as given, folders expanded to their
+    images (and their videos with ``folder_videos``; else only counted)."""
     from litefer.vision.io import IMAGE_EXTS, VIDEO_EXTS, is_video_path
-    items, errors = [], []
+    items, errors, skipped = [], [], 0
     for p in paths:
         if p.is_dir():
             pattern = p.rglob("*") if recursive else p.glob("*")
@@ -135,15 +138,17 @@ def collect_inputs(paths: List[Path], recursive: bool, force_video: bool) -> tup
                 if any(part.startswith(".") for part in parts) or not q.is_file():
                     continue
                 ext = q.suffix.lower()
-                if ext in IMAGE_EXTS or ext in VIDEO_EXTS:
+                if ext in VIDEO_EXTS and not folder_videos:
+                    skipped += 1
+                elif ext in IMAGE_EXTS or ext in VIDEO_EXTS:
                     found.append(q)
-            if not found:
+            if not found and not skipped:
                 errors.append(f"{p}: no image or video files in this folder")
             for q in sorted(found):
                 items.append(Item(q, Path(p.resolve().name or "root") / q.relative_to(p), is_video_path(q)))
         else:
             items.append(Item(p, Path(p.name), force_video or is_video_path(p)))
-    return items, errors
+    return items, errors, skipped
 
 
 # --------------------------------------------------------------------------- video
@@ -363,7 +368,11 @@ def register(app: typer.Typer) -> None:
                     raise fail(f"--out {out} is an input file")
             if out.exists() and not out.is_dir():
                 raise fail(f"--out {out} exists and is not a folder")
-        items, scan_errors = collect_inputs(inputs, recursive, video)
+        items, scan_errors, skipped_videos = collect_inputs(inputs, recursive, video,
+                                                            folder_videos=video or out is not None)
+        if skipped_videos:
+            console.print(f"note: skipped {skipped_videos} video file(s) found in folders; give --out DIR "
+                          "(or --video) to analyse them", highlight=False, soft_wrap=True)
         vids = [str(it.path) for it in items if it.video]
         if vids and out is None:
             raise fail(f"video input ({', '.join(vids[:3])}) needs --out DIR for its per-frame CSV "
@@ -394,7 +403,7 @@ def register(app: typer.Typer) -> None:
             planner = OutputPlanner(out, input_files)
         failed = len(scan_errors)
         for msg in scan_errors:
-            console.print(f"[bold red]error:[/] {msg}", highlight=False)
+            console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
 
         results_file = None
         if out is not None and any(not it.video for it in items):
@@ -433,7 +442,7 @@ def register(app: typer.Typer) -> None:
                         msg = str(exc) or type(exc).__name__
                         if str(it.path) not in msg:
                             msg = f"{it.path}: {msg}"
-                        progress.console.print(f"[bold red]error:[/] {msg}", highlight=False, markup=True)
+                        progress.console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
                     progress.advance(task)
             if webcam is not None:
                 _webcam(rec, webcam, out, every, smooth, max_frames, emit)
@@ -443,7 +452,7 @@ def register(app: typer.Typer) -> None:
             if results_file:
                 results_file.close()
         if failed:
-            console.print(f"{failed} input(s) failed", highlight=False)
+            console.print(f"{failed} input(s) failed", highlight=False, soft_wrap=True)
             raise typer.Exit(1)
 
 

@@ -48,6 +48,8 @@ def register(app: typer.Typer) -> None:
         if resume is not None and not resume.is_file():
             raise fail(f"--resume {resume}: no such file")
 
+        from litefer.data.base import DatasetError
+        from litefer.models.checkpoint import CheckpointError
         from litefer.training import trainer
         try:
             if cfg.data.folds and cfg.data.fold is None and fold in (None, "all"):
@@ -70,7 +72,7 @@ def register(app: typer.Typer) -> None:
                 if out is None:
                     out_dir = out_dir / f"fold{cfg.data.fold}"
             res = trainer.train(cfg, out_dir, resume=resume)
-        except ConfigError as exc:
+        except (ConfigError, DatasetError, CheckpointError) as exc:
             raise fail(str(exc))
         except FloatingPointError as exc:
             raise fail(str(exc), code=1)

@@ -20,6 +20,7 @@ Splits: ``train`` (Training), ``publictest`` (alias ``valid``/``val``), ``privat
 from __future__ import annotations
 
 import csv
+import os
 import re
 import warnings
 from pathlib import Path
@@ -29,7 +30,7 @@ import numpy as np
 
 from litefer import labels as L
 from litefer.data.base import DatasetError, FaceArrays
-from litefer.data.cache import decode_images, file_signature, load_or_build
+from litefer.data.cache import decode_images, file_signature, load_or_build, rel_path
 from litefer.data.folder import scan_class_tree
 
 USAGES = ("Training", "PublicTest", "PrivateTest")
@@ -131,12 +132,12 @@ def _load_csv(path: Path, usages: tuple[str, ...], split: str, cache: bool) -> F
 
 
 # ------------------------------------------------------------------------------ folders
-def _scan_folder(root: Path, sub: str) -> tuple[list[Path], np.ndarray, list[str]]:
+def _scan_folder(root: Path, sub: str) -> tuple[list[str], np.ndarray, list[str]]:
     """(files, targets, usage per file) of ``root/sub/<class>/``; prefixes checked."""
     files, targets, _ = scan_class_tree(root / sub, L.FER2013)
     usage = []
     for f in files:
-        m = _PREFIX.match(f.name)
+        m = _PREFIX.match(os.path.basename(f))
         u = m.group(1) if m else None
         if sub == "train" and u not in (None, "Training"):
             raise DatasetError(f"a {u} image in train/ (expected Training_*)", path=f, field="file name")
@@ -164,7 +165,7 @@ def _load_folder(root: Path, usages: tuple[str, ...], split: str, cache: bool) -
                 raise DatasetError(f"file name has no PublicTest_/PrivateTest_ prefix, so split {split!r} "
                                    "cannot be selected (use split='test')", path=unnamed[0], field="file name")
         keep = np.flatnonzero(np.isin(np.asarray(usage), want))
-        parts.append((images[keep], targets[keep], [files[i].relative_to(root).as_posix() for i in keep]))
+        parts.append((images[keep], targets[keep], [rel_path(files[i], root) for i in keep]))
     images = np.concatenate([p[0] for p in parts])
     targets = np.concatenate([p[1] for p in parts])
     ids = [i for p in parts for i in p[2]]
@@ -182,12 +183,15 @@ def detect_source(root: Path) -> tuple[str, Path]:
                        path=root)
 
 
-def load_fer2013(root, split: str = "train", source: Optional[str] = None, cache: bool = True) -> FaceArrays:
+def load_fer2013(root, split: str = "train", source: Optional[str] = None, num_classes: int = 7,
+                 cache: bool = True) -> FaceArrays:
     """FER2013 split ``split`` from ``root`` (see the module docstring).
 
     ``source``: ``"csv"`` or ``"folder"`` to force a layout (default: detect; the csv wins
-    when both exist).
+    when both exist).  ``num_classes`` is accepted for config symmetry and must be 7.
     """
+    if num_classes != len(L.FER2013):
+        raise ValueError(f"FER2013 has 7 classes, got num_classes={num_classes}")
     root = Path(root)
     usages = split_usages(split)
     name = split_name(usages)

@@ -16,7 +16,7 @@ import numpy as np
 
 from litefer import labels as L
 from litefer.data.base import DatasetError, FaceArrays
-from litefer.data.cache import decode_images, list_images
+from litefer.data.cache import decode_images, list_images, rel_path
 
 
 def class_folders(root: Path) -> list[Path]:
@@ -43,8 +43,8 @@ def folder_label(folder: Path, label_set: Sequence[str],
 
 def scan_class_tree(root: Path, label_set: Optional[Sequence[str]] = None,
                     name_map: Optional[Callable[[str], str]] = None
-                    ) -> tuple[list[Path], np.ndarray, tuple[str, ...]]:
-    """(files, targets, label_set) of ``root/<class>/<image>``."""
+                    ) -> tuple[list[str], np.ndarray, tuple[str, ...]]:
+    """(file paths as strings, targets, label_set) of ``root/<class>/<image>``."""
     folders = class_folders(root)
     if not folders:
         raise DatasetError("no class folders found", path=root)
@@ -58,7 +58,7 @@ def scan_class_tree(root: Path, label_set: Optional[Sequence[str]] = None,
                                    path=f, field="class folder") from None
         label_set = tuple(n for n in L.CANONICAL if n in names)
     label_set = tuple(label_set)
-    files: list[Path] = []
+    files: list[str] = []
     targets: list[int] = []
     seen: dict[int, Path] = {}
     for f in folders:
@@ -88,5 +88,5 @@ def load_folder(root, split: Optional[str] = None, labels=None, size=None, color
     label_set = L.label_set(labels) if labels is not None else None
     files, targets, label_set = scan_class_tree(base, label_set)
     images = decode_images(files, root, size=size, color=color, cache=cache)
-    ids = [p.relative_to(root).as_posix() for p in files]
+    ids = [rel_path(p, root) for p in files]
     return FaceArrays(images=images, targets=targets, labels=label_set, ids=ids, name=name, split=split or "all")

@@ -19,6 +19,8 @@ layer (folding it needs care at zero-padded borders), and BatchNorms after other
 from __future__ import annotations
 
 import copy
+import sys
+import types
 
 import torch
 import torch.nn as nn
@@ -103,3 +105,16 @@ def fuse(model: nn.Module) -> nn.Module:
 def count_modules(model: nn.Module) -> int:
     """Number of modules in ``model`` (itself included)."""
     return sum(1 for _ in model.modules())
+
+
+class _CallableModule(types.ModuleType):
+    """``litefer.deploy.fuse`` names both this module and its function: once the module
+    is imported, Python binds the package attribute to the module, so
+    ``from litefer.deploy import fuse`` may give the module.  Making the module callable
+    keeps ``litefer.deploy.fuse(model)`` correct either way."""
+
+    def __call__(self, model: nn.Module) -> nn.Module:
+        return fuse(model)
+
+
+sys.modules[__name__].__class__ = _CallableModule

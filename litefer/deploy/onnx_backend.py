@@ -281,12 +281,10 @@ class OnnxBackend:
 
 
 def cache_dir() -> Path:
-    """``$LITEFER_CACHE``, else ``$XDG_CACHE_HOME/litefer``, else ``~/.cache/litefer``."""
+    """``$LITEFER_CACHE``, else ``~/.cache/litefer`` (the folder the data cache uses too;
+    exports live under its ``onnx/`` sub-folder)."""
     env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "litefer"
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "litefer"
 
 
 def resolve_checkpoint(source: str | os.PathLike) -> Path:

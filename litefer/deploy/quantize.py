@@ -50,18 +50,22 @@ def calibration_faces(dataset: str = "fer2013", count: int = 300, seed: int = 0,
     if count < 1:
         raise CalibrationDataError(f"calibration count must be positive, got {count}")
     try:
-        from litefer.data import load_dataset
-        from litefer.data.base import DATA_ENV, data_root
+        from litefer.data import dataset_root, load_dataset
+        from litefer.data.base import DATA_ENV
     except ImportError as exc:  # pragma: no cover - the data layer is part of litefer
         raise CalibrationDataError(f"int8 calibration needs real training images, but the litefer data "
                                    f"readers are unavailable ({exc})") from None
-    where = Path(root) if root is not None else data_root()
+    try:
+        where = Path(root) if root is not None else dataset_root(dataset)
+    except Exception as exc:
+        raise CalibrationDataError(f"int8 calibration needs real training images: {exc}") from None
     try:
         arrays = load_dataset(dataset, root=root, split=split)
     except Exception as exc:
         raise CalibrationDataError(
             f"cannot load calibration images ({dataset} {split}) from {where}: {exc}. int8 calibration "
-            f"needs real training images: set ${DATA_ENV} to the folder holding {dataset}/, or pass "
+            f"needs real training images: set ${DATA_ENV} to the folder holding {dataset}/ (or give its "
+            "folder as calib_root / --calib-root), or pass "
             "faces= (library) / another --calib-dataset (CLI)") from None
     n = len(arrays)
     if n == 0:

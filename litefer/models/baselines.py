@@ -39,6 +39,7 @@
 """
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision.models as tvm
@@ -87,8 +88,12 @@ class MiniXception(FERNet):
         if self.head == "gap":
             return x.mean((2, 3))
         h, w = x.shape[-2:]
-        # mean of the zero-padded map under each of the 3x3 kernel offsets
-        return F.avg_pool2d(F.pad(x, (1, 1, 1, 1)), (h, w), stride=1).flatten(1)
+        # mean of the zero-padded map under each of the 3x3 kernel offsets, (N, C, 9);
+        # flattened channel-major to match the conv weight's (C, 3, 3) layout.  Slices
+        # rather than an HxW average pool, whose kernel size ONNX export needs constant.
+        xp = F.pad(x, (1, 1, 1, 1))
+        shifted = [xp[:, :, u:u + h, v:v + w].mean((2, 3)) for u in range(3) for v in range(3)]
+        return torch.stack(shifted, 2).flatten(1)
 
     def forward_head(self, f):
         return self.classifier(f)

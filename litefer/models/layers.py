@@ -297,6 +297,26 @@ class RepVGGDW(nn.Module):
         return fused
 
 
+def _pool_matrix(n_in: int, n_out: int, like: torch.Tensor) -> torch.Tensor:
+    """(n_out, n_in) averaging matrix with adaptive pooling's bins:
+    ``[floor(i * n_in / n_out), ceil((i + 1) * n_in / n_out))``."""
+    m = torch.zeros(n_out, n_in, dtype=like.dtype, device=like.device)
+    for i in range(n_out):
+        a, b = (i * n_in) // n_out, -(-((i + 1) * n_in) // n_out)
+        m[i, a:b] = 1.0 / (b - a)
+    return m
+
+
+def adaptive_avg_pool2d(x: torch.Tensor, size: int) -> torch.Tensor:
+    """``F.adaptive_avg_pool2d(x, size)`` as two matrix products.
+
+    Same result; unlike the ATen op it exports to ONNX with the TorchScript exporter when
+    only the batch axis is dynamic (that exporter refuses adaptive pooling once shape
+    inference has lost the spatial size)."""
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    return _pool_matrix(h, size, x) @ x @ _pool_matrix(w, size, x).t()
+
+
 class SpatialBias(nn.Module):
     """Spatial Bias (Go & Ryu, "Spatial Bias for Attention-free Non-local Neural
     Networks", 2023): a cheap global-context branch concatenated to a feature map.
@@ -341,7 +361,7 @@ class SpatialBias(nn.Module):
     def context(self, x: torch.Tensor) -> torch.Tensor:
         """The global-context map ``(N, sb_chs, pool, pool)`` before upsampling."""
         n = x.shape[0]
-        s = F.adaptive_avg_pool2d(self.reduce(x), self.pool)            # (n, sb, p, p)
+        s = adaptive_avg_pool2d(self.reduce(x), self.pool)              # (n, sb, p, p)
         s = s.flatten(2).transpose(1, 2)                                 # (n, p*p, sb)
         s = self.act(self.bn(self.conv(s)))
         return s.transpose(1, 2).reshape(n, self.sb_chs, self.pool, self.pool)

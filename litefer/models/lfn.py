@@ -64,7 +64,7 @@ from litefer.models._registry import register_model
 from litefer.models.layers import (GDC, Conv2d_BN, ConvBNAct, CoordAtt, FERNet, MixConv, RepVGGDW,
                                    SpatialBias, check_build_args, init_weights)
 
-PAPER_LFNSB = "LFNSB (Chen et al., lightweight FER with spatial bias)"
+PAPER_LFNSB = "LFNSB (lightweight FER network with spatial bias)"
 
 #: (out channels, expansion width, kernels, repeats, stride) of the LFN stages
 LFN_STAGES = ((64, 96, (3, 5), 1, 2), (64, 96, (3,), 9, 1),

@@ -54,6 +54,9 @@ class DataConfig:
     val_fraction: float = field(default=0.1, metadata={"range": (0.0, 0.9)})
     #: seed of the hold-out and of the cross-validation folds (independent of train.seed)
     val_seed: int = 0
+    #: hold out whole subjects (the data's groups) instead of images: one fold of a
+    #: round(1 / val_fraction)-fold subject split (CK+: frames of one sequence are near-duplicates)
+    val_by_subject: bool = False
     #: reader options (passed only when set)
     label_mode: Optional[str] = None
     num_classes: Optional[int] = None
@@ -219,6 +222,9 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainSection = field(default_factory=TrainSection)
     aug: AugConfig = field(default_factory=AugConfig)
+
+    #: where the config came from (not a field: set by load_config, used in error messages)
+    source = None          # (no annotation: a plain attribute, not a dataclass field)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -443,6 +449,8 @@ def config_from_dict(d: dict, source: str = "<dict>", name: str | None = None) -
     cfg = TrainConfig()
     if name:
         cfg.name = name
+    if source != "<dict>":
+        cfg.source = source
     if d is None:
         d = {}
     _update(cfg, d, source)
@@ -516,6 +524,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] | None 
     if not isinstance(d, dict):
         raise ConfigError(f"the top level must be a mapping of sections, got {type(d).__name__}", str(path))
     cfg = TrainConfig(name=path.stem)
+    cfg.source = str(path)
     _update(cfg, d, str(path))
     validate(cfg, str(path))
     if overrides:

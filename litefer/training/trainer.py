@@ -30,7 +30,6 @@ import json
 import math
 import os
 import random
-import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -81,16 +80,21 @@ class DataSplits:
 
 
 # ------------------------------------------------------------------------------ utilities
-def resolve_device(spec: str) -> torch.device:
+def _src(cfg: TrainConfig) -> str:
+    """Where ``cfg`` came from (its file, for error messages)."""
+    return getattr(cfg, "source", None) or f"config {cfg.name!r}"
+
+
+def resolve_device(spec: str, source: str = "config") -> torch.device:
     spec = (spec or "auto").strip().lower()
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(spec)
     except RuntimeError:
-        raise ConfigError(f"not a device: {spec!r} (auto, cpu, cuda, cuda:N)", "config", "train.device") from None
+        raise ConfigError(f"not a device: {spec!r} (auto, cpu, cuda, cuda:N)", source, "train.device") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("CUDA requested but not available", "config", "train.device")
+        raise ConfigError("CUDA requested but not available", source, "train.device")
     return dev
 
 
@@ -199,10 +203,10 @@ def synthetic_faces(n: int, num_classes: int = 7, size: int = 48, channels: int 
 
 
 # ------------------------------------------------------------------------------ data
-def read_exclude_list(path: str | Path) -> set[str]:
+def read_exclude_list(path: str | Path, source: str = "config") -> set[str]:
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"exclude list {p} does not exist", "config", "data.exclude")
+        raise ConfigError(f"exclude list {p} does not exist", source, "data.exclude")
     ids = set()
     for line in p.read_text(encoding="utf-8").splitlines():
         line = line.split("#", 1)[0].strip()
@@ -211,60 +215,24 @@ def read_exclude_list(path: str | Path) -> set[str]:
     return ids
 
 
-def stratified_holdout(targets: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train_idx, val_idx): ``fraction`` of every class (at least one image of a class with
-    two or more) held out, chosen by ``seed``.  Uses :mod:`litefer.data.splits` when present."""
+def stratified_holdout(targets: np.ndarray, fraction: float, seed: int,
+                       source: str = "config") -> tuple[np.ndarray, np.ndarray]:
+    """(train_idx, val_idx) by :func:`litefer.data.splits.stratified_holdout`."""
+    from litefer.data.splits import stratified_holdout as fn
     try:
-        from litefer.data import splits as _splits  # written by the data-layer engineer
-        fn = getattr(_splits, "stratified_holdout", None)
-    except ImportError:
-        fn = None
-    if fn is not None:
-        try:
-            tr, va = fn(targets, fraction, seed=seed)
-            return np.sort(np.asarray(tr, dtype=np.int64)), np.sort(np.asarray(va, dtype=np.int64))
-        except TypeError:
-            pass
-    y = np.asarray(targets)
-    rng = np.random.default_rng([seed, 0x401D])
-    val = []
-    for c in np.unique(y):
-        members = np.flatnonzero(y == c)
-        k = int(round(fraction * len(members)))
-        if len(members) >= 2:
-            k = min(max(k, 1), len(members) - 1)
-        else:
-            k = 0
-        val.append(rng.choice(members, size=k, replace=False))
-    va = np.sort(np.concatenate(val)) if val else np.zeros(0, np.int64)
-    tr = np.setdiff1d(np.arange(len(y)), va)
-    return tr.astype(np.int64), va.astype(np.int64)
+        return fn(targets, fraction, seed=seed)
+    except ValueError as exc:
+        raise ConfigError(str(exc), source, "data.val_fraction") from None
 
 
-def subject_folds(groups: np.ndarray, k: int, seed: int, fold: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train_idx, test_idx) of fold ``fold`` of a subject-independent ``k``-fold split.
-    Uses :func:`litefer.data.splits.subject_kfold` when present."""
+def subject_folds(groups: np.ndarray, k: int, seed: int, fold: int,
+                  source: str = "config") -> tuple[np.ndarray, np.ndarray]:
+    """(train_idx, test_idx) of fold ``fold`` of :func:`litefer.data.splits.subject_kfold`."""
+    from litefer.data.splits import subject_kfold
     try:
-        from litefer.data import splits as _splits
-        fn = getattr(_splits, "subject_kfold", None)
-    except ImportError:
-        fn = None
-    if fn is not None:
-        try:
-            folds = list(fn(groups, k, seed=seed))
-            tr, te = folds[fold]
-            return np.sort(np.asarray(tr, dtype=np.int64)), np.sort(np.asarray(te, dtype=np.int64))
-        except TypeError:
-            pass
-    g = np.asarray(groups)
-    subjects = np.unique(g)
-    if len(subjects) < k:
-        raise ConfigError(f"{len(subjects)} subjects cannot make {k} folds", "config", "data.folds")
-    order = np.random.default_rng([seed, 0xF01D]).permutation(len(subjects))
-    fold_of = np.empty(len(subjects), np.int64)
-    fold_of[order] = np.arange(len(subjects)) % k
-    f = fold_of[np.searchsorted(subjects, g)]
-    return np.flatnonzero(f != fold).astype(np.int64), np.flatnonzero(f == fold).astype(np.int64)
+        return subject_kfold(groups, k, seed=seed)[fold]
+    except ValueError as exc:
+        raise ConfigError(str(exc), source, "data.folds") from None
 
 
 def _load_split(cfg: TrainConfig, split: str, role: str) -> FaceArrays:
@@ -274,7 +242,7 @@ def _load_split(cfg: TrainConfig, split: str, role: str) -> FaceArrays:
         known = {"n_train", "n_val", "n_test", "size", "channels", "noise"}
         bad = set(o) - known
         if bad:
-            raise ConfigError(f"unknown synthetic option(s) {sorted(bad)}; known: {sorted(known)}", "config", "data.options")
+            raise ConfigError(f"unknown synthetic option(s) {sorted(bad)}; known: {sorted(known)}", _src(cfg), "data.options")
         n = int(o.get(f"n_{role}", {"train": 512, "val": 128, "test": 128}[role]))
         seeds = {"train": 1, "val": 2, "test": 3}
         return synthetic_faces(n, d.num_classes or 7, int(o.get("size", 48)), int(o.get("channels", 1)),
@@ -282,7 +250,7 @@ def _load_split(cfg: TrainConfig, split: str, role: str) -> FaceArrays:
     try:
         from litefer.data import load_dataset
     except ImportError as exc:
-        raise ConfigError(f"dataset readers are not available ({exc})", "config", "data.dataset") from None
+        raise ConfigError(f"dataset readers are not available ({exc})", _src(cfg), "data.dataset") from None
     opts = dict(d.options)
     if d.label_mode is not None:
         opts["label_mode"] = d.label_mode
@@ -290,9 +258,10 @@ def _load_split(cfg: TrainConfig, split: str, role: str) -> FaceArrays:
         opts["num_classes"] = d.num_classes
     try:
         return load_dataset(d.dataset, root=d.root, split=split, **opts)
-    except (KeyError, TypeError) as exc:
-        key = "data.dataset" if isinstance(exc, KeyError) else "data.options"
-        raise ConfigError(f"cannot load {d.dataset!r} split {split!r}: {exc}", "config", key) from None
+    except (KeyError, TypeError, ImportError) as exc:
+        key = "data.options" if isinstance(exc, TypeError) else "data.dataset"
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        raise ConfigError(f"cannot load {d.dataset!r} split {split!r}: {msg}", _src(cfg), key) from None
 
 
 def prepare_data(cfg: TrainConfig) -> DataSplits:
@@ -300,16 +269,16 @@ def prepare_data(cfg: TrainConfig) -> DataSplits:
     d = cfg.data
     if d.val_split and d.test_split and d.val_split == d.test_split:
         raise ConfigError(f"the validation split must not be the test split ({d.val_split!r})",
-                          "config", "data.val_split")
+                          _src(cfg), "data.val_split")
     train = _load_split(cfg, d.train_split, "train")
     info: dict[str, Any] = {"dataset": d.dataset, "train_split": d.train_split}
     test = None
     if d.folds:
         if train.groups is None:
             raise ConfigError(f"{d.dataset!r} has no subject ids; subject-independent folds are impossible",
-                              "config", "data.folds")
+                              _src(cfg), "data.folds")
         fold = d.fold or 0
-        tr, te = subject_folds(train.groups, d.folds, d.val_seed, fold)
+        tr, te = subject_folds(train.groups, d.folds, d.val_seed, fold, _src(cfg))
         test = train.subset(te, split=f"fold{fold}")
         train = train.subset(tr)
         info.update(folds=d.folds, fold=fold, test_split=f"fold {fold} of {d.folds}")
@@ -318,7 +287,7 @@ def prepare_data(cfg: TrainConfig) -> DataSplits:
         info["test_split"] = d.test_split
     excluded = 0
     if d.exclude:
-        ids = read_exclude_list(d.exclude)
+        ids = read_exclude_list(d.exclude, _src(cfg))
         n0 = len(train)
         train = train.exclude(ids)
         excluded = n0 - len(train)
@@ -329,8 +298,17 @@ def prepare_data(cfg: TrainConfig) -> DataSplits:
             val = val.exclude(ids)
             excluded += n0 - len(val)
         info["val_split"] = d.val_split
+    elif d.val_by_subject:
+        if train.groups is None:
+            raise ConfigError(f"{d.dataset!r} has no subject ids to hold out", _src(cfg), "data.val_by_subject")
+        k = max(2, int(round(1.0 / d.val_fraction)))
+        tr, va = subject_folds(train.groups, k, d.val_seed + 7919, 0, _src(cfg))
+        val = train.subset(va, split="holdout")
+        train = train.subset(tr)
+        info["val_split"] = (f"subject hold-out (1 of {k} subject folds) of {d.train_split} "
+                             f"(seed {d.val_seed})")
     else:
-        tr, va = stratified_holdout(train.hard_targets, d.val_fraction, d.val_seed)
+        tr, va = stratified_holdout(train.hard_targets, d.val_fraction, d.val_seed, _src(cfg))
         val = train.subset(va, split="holdout")
         train = train.subset(tr)
         info["val_split"] = f"stratified hold-out {d.val_fraction:g} of {d.train_split} (seed {d.val_seed})"
@@ -339,9 +317,9 @@ def prepare_data(cfg: TrainConfig) -> DataSplits:
     for name, arr in (("validation", val), ("test", test)):
         if arr is not None and tuple(arr.labels) != tuple(train.labels):
             raise ConfigError(f"{name} labels {arr.labels} differ from training labels {train.labels}",
-                              "config", "data")
+                              _src(cfg), "data")
     if len(train) == 0 or len(val) == 0:
-        raise ConfigError(f"empty split: {len(train)} training and {len(val)} validation images", "config", "data")
+        raise ConfigError(f"empty split: {len(train)} training and {len(val)} validation images", _src(cfg), "data")
     info.update(n_train=len(train), n_val=len(val), n_test=len(test) if test is not None else 0,
                 labels=list(train.labels))
     return DataSplits(train, val, test, info)
@@ -484,19 +462,19 @@ def build_model(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, dict]:
     try:
         info = model_info(m.arch)
     except KeyError as exc:
-        raise ConfigError(str(exc.args[0]), "config", "model.arch") from None
+        raise ConfigError(str(exc.args[0]), _src(cfg), "model.arch") from None
     channels = m.in_chans or info.default_input[0]
     size = m.input_size or info.default_input[1]
     mean, std = list(m.mean), list(m.std)
     for key, v in (("model.mean", mean), ("model.std", std)):
         if len(v) not in (1, channels):
-            raise ConfigError(f"{len(v)} values for a {channels}-channel model", "config", key)
+            raise ConfigError(f"{len(v)} values for a {channels}-channel model", _src(cfg), key)
     if channels == 3:
         mean, std = (mean * 3)[:3] if len(mean) == 1 else mean, (std * 3)[:3] if len(std) == 1 else std
     try:
         model = create_model(m.arch, num_classes=num_classes, in_chans=channels, pretrained=m.pretrained, **m.kwargs)
     except TypeError as exc:
-        raise ConfigError(f"{m.arch} does not accept these arguments: {exc}", "config", "model.kwargs") from None
+        raise ConfigError(f"{m.arch} does not accept these arguments: {exc}", _src(cfg), "model.kwargs") from None
     pre = {"channels": int(channels), "size": int(size), "mean": [float(v) for v in mean],
            "std": [float(v) for v in std], "crop": m.crop}
     return model, pre
@@ -510,12 +488,12 @@ def build_criterion(cfg: TrainConfig, num_classes: int, feat_dim: Optional[int],
         weights = balanced_class_weights(counts.tolist())
     elif isinstance(lc.class_weights, list):
         if len(lc.class_weights) != num_classes:
-            raise ConfigError(f"{len(lc.class_weights)} weights for {num_classes} classes", "config", "loss.class_weights")
+            raise ConfigError(f"{len(lc.class_weights)} weights for {num_classes} classes", _src(cfg), "loss.class_weights")
         weights = torch.tensor(lc.class_weights, dtype=torch.float32)
     needs = lc.center.weight > 0 or lc.cosine_harmony.weight > 0
     if needs and not feat_dim:
         raise ConfigError(f"{cfg.model.arch} exposes no num_features; center/Cosine-Harmony loss need it",
-                          "config", "loss")
+                          _src(cfg), "loss")
     return FERLoss(num_classes, feat_dim if needs else None, label_smoothing=lc.label_smoothing,
                    class_weights=weights, center_weight=lc.center.weight, center_alpha=lc.center.alpha,
                    ch_weight=lc.cosine_harmony.weight, ch_alpha=lc.cosine_harmony.alpha,
@@ -556,7 +534,7 @@ def build_transforms(cfg: TrainConfig, pre: dict):
                      contrast=a.contrast, erasing=a.erasing, erasing_scale=a.erasing_scale,
                      erasing_ratio=a.erasing_ratio, erasing_value=a.erasing_value, border=a.border)
     except ValueError as exc:
-        raise ConfigError(str(exc), "config", "aug") from None
+        raise ConfigError(str(exc), _src(cfg), "aug") from None
     return tr, ev
 
 
@@ -573,21 +551,20 @@ def _improved(value: float, best: Optional[float], mode: str, min_delta: float) 
 
 
 class _Progress:
-    """Rich progress bar for one epoch at a time (rank 0, interactive terminals only)."""
+    """Rich progress bars (rank 0, interactive terminals only): the epoch, with running
+    loss/accuracy/lr and its ETA, and the whole run with its ETA."""
 
-    def __init__(self, enabled: bool):
+    def __init__(self, enabled: bool, console, total_iters: int, done_iters: int):
         self.p = None
-        if enabled:
-            from rich.console import Console
+        self.task = self.run_task = None
+        if enabled and console is not None and console.is_terminal:
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                        TimeElapsedColumn, TimeRemainingColumn)
-            console = Console(stderr=True)
-            if console.is_terminal:
-                self.p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                  TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TextColumn("eta"),
-                                  TimeRemainingColumn(), console=console, transient=True)
-                self.p.start()
-        self.task = None
+            self.p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                              TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TextColumn("eta"),
+                              TimeRemainingColumn(), console=console, transient=True)
+            self.p.start()
+            self.run_task = self.p.add_task("run", total=total_iters, completed=done_iters, stats="")
 
     def start(self, desc: str, total: int) -> None:
         if self.p is not None:
@@ -595,9 +572,11 @@ class _Progress:
                 self.p.remove_task(self.task)
             self.task = self.p.add_task(desc, total=total, stats="")
 
-    def update(self, n: int, stats: str) -> None:
+    def update(self, n: int, stats: str, advance_run: int = 0) -> None:
         if self.p is not None and self.task is not None:
             self.p.update(self.task, completed=n, stats=stats)
+            if advance_run:
+                self.p.advance(self.run_task, advance_run)
 
     def close(self) -> None:
         if self.p is not None:
@@ -606,7 +585,6 @@ class _Progress:
 
 class _Log:
     def __init__(self, enabled: bool):
-        self.enabled = enabled
         self.console = None
         if enabled:
             from rich.console import Console
@@ -634,7 +612,7 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, resume: str | Pat
     - ``quiet``: no log lines or progress bars.
     """
     cfg = copy.deepcopy(cfg)
-    device = resolve_device(cfg.train.device)
+    device = resolve_device(cfg.train.device, _src(cfg))
     dinfo = D.setup(device.type)
     try:
         if dinfo.enabled and device.type == "cuda":
@@ -663,7 +641,7 @@ def _train(cfg: TrainConfig, device: torch.device, dinfo: D.DistInfo, out_dir, r
     num_classes = len(labels)
     if cfg.data.num_classes is not None and cfg.data.num_classes != num_classes and cfg.data.dataset != "synthetic":
         raise ConfigError(f"data.num_classes={cfg.data.num_classes} but the data has {num_classes} labels",
-                          "config", "data.num_classes")
+                          _src(cfg), "data.num_classes")
     train_counts = np.bincount(splits.train.hard_targets, minlength=num_classes)
 
     # model, loss, optimizers ------------------------------------------------------------
@@ -710,7 +688,7 @@ def _train(cfg: TrainConfig, device: torch.device, dinfo: D.DistInfo, out_dir, r
     iters = len(train_loader)
     if iters == 0:
         raise ConfigError(f"batch_size {tc.batch_size} leaves no training batch for {len(splits.train)} images",
-                          "config", "train.batch_size")
+                          _src(cfg), "train.batch_size")
     mode = _mode(tc.monitor)
     sched = LRSchedule(cfg.sched, tc.epochs, iters, mode)
 
@@ -720,7 +698,10 @@ def _train(cfg: TrainConfig, device: torch.device, dinfo: D.DistInfo, out_dir, r
     best_epoch, best_metrics, best_state, bad_epochs = 0, {}, None, 0
     start_epoch = 0
     if resume is not None:
-        raw = torch.load(Path(resume), map_location="cpu", weights_only=False)
+        try:
+            raw = torch.load(Path(resume), map_location="cpu", weights_only=False)
+        except Exception as exc:  # missing file, not a torch file, truncated ...
+            raise ConfigError(f"cannot read {resume}: {exc}", "--resume") from None
         ts = raw.get("training_state") if isinstance(raw, dict) else None
         if ts is None:
             raise ConfigError(f"{resume} has no training state (best.pt holds weights only); resume from last.pt",
@@ -783,7 +764,7 @@ def _train(cfg: TrainConfig, device: torch.device, dinfo: D.DistInfo, out_dir, r
         f"{f' / {len(splits.test)} test' if splits.test is not None else ''} images, {num_classes} classes; "
         f"{tc.epochs} epochs x {iters} iterations; out: {out}")
 
-    progress = _Progress(main and tc.progress and not quiet)
+    progress = _Progress(main and tc.progress and not quiet, log.console, tc.epochs * iters, start_epoch * iters)
     stopped_early = False
     target_hard = lambda y: y.argmax(1) if y.ndim == 2 else y  # noqa: E731
     try:
@@ -824,12 +805,13 @@ def _train(cfg: TrainConfig, device: torch.device, dinfo: D.DistInfo, out_dir, r
                 for k, v in parts.items():
                     sums[k] += v.double() * bs
                 correct += (logits.argmax(1) == target_hard(y)).sum()
-                if it % 10 == 0 or it == iters - 1:
+                if it % 10 == 9 or it == iters - 1:
                     run_loss = sums["loss"].item() / seen
                     if not math.isfinite(run_loss) and not scaler.is_enabled():
                         raise FloatingPointError(f"loss became {run_loss} at epoch {epoch + 1}, iteration {it + 1} "
                                                  f"(lr {lr:.3g}); lower optim.lr or enable train.grad_clip")
-                    progress.update(it + 1, f"loss {run_loss:.4f} acc {correct.item() / seen:.3f} lr {lr:.2e}")
+                    progress.update(it + 1, f"loss {run_loss:.4f} acc {correct.item() / seen:.3f} lr {lr:.2e}",
+                                    advance_run=(it % 10) + 1)
             # epoch totals over ranks
             tot = torch.stack([sums["loss"], sums["ce"], sums["center"], sums["ch"],
                                correct.double(), torch.tensor(float(seen), dtype=torch.float64, device=device)])
@@ -943,7 +925,7 @@ class CVResult:
 def train_folds(cfg: TrainConfig, out_dir: str | Path | None = None, *, quiet: bool = False) -> CVResult:
     """Train every fold of ``data.folds``-fold subject cross-validation (``out/fold{k}``)."""
     if cfg.data.folds < 2:
-        raise ConfigError("train_folds needs data.folds >= 2", "config", "data.folds")
+        raise ConfigError("train_folds needs data.folds >= 2", _src(cfg), "data.folds")
     out = Path(out_dir) if out_dir is not None else cfg.out_dir()
     results = []
     for k in range(cfg.data.folds):

@@ -189,9 +189,6 @@ def available_detectors() -> list[str]:
     return ok
 
 
-_CACHE: dict[tuple, FaceDetector] = {}
-
-
 def create_detector(name: str = "auto", **kwargs) -> FaceDetector:
     """A detector by registered name; ``"auto"`` is the first of :data:`AUTO_ORDER`
     that is installed.  Raises :class:`DetectorUnavailable` (with what to install) or
@@ -284,7 +281,8 @@ def _crop_resize(img: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
         sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
         if sx2 > sx1 and sy2 > sy1:
             patch[sy1 - y1:sy2 - y1, sx1 - x1:sx2 - x1] = img[sy1:sy2, sx1:sx2]
-        out[k] = cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
+        interp = cv2.INTER_AREA if patch.shape[0] > 2 * size else cv2.INTER_LINEAR
+        out[k] = cv2.resize(patch, (size, size), interpolation=interp).astype(np.float32)
     return out
 
 
@@ -417,12 +415,11 @@ class MTCNNDetector(FaceDetector):
             scales.append(m * self.factor ** len(scales))
             side *= self.factor
         cands = []
-        img = rgb.astype(np.float32)
         for s in scales:
             hs, ws = int(math.ceil(h * s)), int(math.ceil(w * s))
             if hs < 12 or ws < 12:
                 continue
-            x = cv2.resize(img, (ws, hs), interpolation=cv2.INTER_AREA)
+            x = cv2.resize(rgb, (ws, hs), interpolation=cv2.INTER_AREA).astype(np.float32)
             x = torch.from_numpy((x - 127.5) * 0.0078125).permute(2, 0, 1)[None].to(self.device)
             x = x.contiguous(memory_format=torch.channels_last)
             with torch.inference_mode():

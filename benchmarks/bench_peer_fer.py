@@ -1,0 +1,299 @@
+#!/usr/bin/env python
+"""litefer side by side with the peer package ``fer`` (justinshenk/fer): accuracy and latency.
+
+Both classify the same FER2013 PrivateTest faces (48x48 grey crops, read with
+``litefer.data.load_dataset("fer2013", split="privatetest")``), and both run their
+whole pipeline (detection → crop → classification) on the same real photos (those
+of ``bench_pipeline.py``).  ``fer`` runs in its own virtual environment (never a
+litefer dependency; see /work/shared/PEERS.md), in a subprocess of that interpreter:
+
+    python3 -m venv .venv-fer
+    .venv-fer/bin/pip install fer tensorflow-cpu "setuptools<81" "opencv-contrib-python<5" "opencv-python<5"
+    .venv/bin/python benchmarks/bench_peer_fer.py                       # all 3,589 PrivateTest faces
+    .venv/bin/python benchmarks/bench_peer_fer.py --count 1000 --json out/peer.json --md out/peer.md
+
+What is compared:
+
+- fer's classifier (mini-Xception, 64x64 grey, ``(x/255 - 0.5) * 2``) as fer ships it:
+  the quantised TFLite model (fer's default, ``use_tflite=True``) and the Keras
+  ``.hdf5`` model.  "crop" feeds it each 48x48 face resized to 64x64 (how the model
+  was trained); "fer box" calls ``FER.detect_emotions`` with the whole 48x48 image as
+  the face box (fer then pads, widens the box by its 10-pixel offsets and resizes).
+- litefer's model (``--model``, default the bundled one): PyTorch eager, ONNX fp32 and
+  ONNX int8, the face preprocessed as its sidecar says.
+- latency per face at batch 1 (litefer: 1 thread and all cores; fer: its defaults),
+  medians after warm-up; end to end per photo: fer's ``detect_emotions`` (OpenCV Haar
+  cascade) vs litefer's ``Recognizer`` (its default detector).
+
+Caveat printed with the results: fer's model comes from oarriaga/face_classification,
+whose training script split the whole fer2013.csv at random, so PrivateTest faces may
+have been in its training set (its accuracy here may be optimistic).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench_models import env_info, fmt_ms, timeit  # noqa: E402
+
+FER_LABELS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+
+#: run by the .venv-fer interpreter: argv[1] = JSON job, writes JSON results to job["out"]
+FER_WORKER = r'''
+import json, os, statistics, sys, time
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import numpy as np, cv2
+job = json.loads(sys.argv[1])
+faces = np.load(job["faces"])
+from fer.fer import FER
+import fer as fer_pkg
+try:
+    from importlib.metadata import version
+    fer_version = version("fer")
+except Exception:
+    fer_version = getattr(fer_pkg, "__version__", "?")
+import tensorflow as tf
+
+def timeit(fn, warmup, repeats):
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter(); fn(); ts.append(time.perf_counter() - t)
+    return {"median": statistics.median(ts), "min": min(ts), "n": len(ts)}
+
+out = {"fer_version": fer_version, "tensorflow": tf.__version__, "opencv": cv2.__version__, "runs": {}}
+x = np.stack([cv2.resize(f, (64, 64)) for f in faces]).astype(np.float32) / 255.0
+x = (x - 0.5) * 2.0
+lat_idx = list(range(min(job["latency_count"], len(faces))))
+for mode in ("tflite", "keras"):
+    t0 = time.perf_counter()
+    det = FER(mtcnn=False, use_tflite=(mode == "tflite"))
+    load_s = time.perf_counter() - t0
+    if mode == "tflite":
+        classify = lambda b: np.asarray(det._classify_emotions(b))
+        probs = np.concatenate([classify(x[i:i + 256]) for i in range(0, len(x), 256)])
+    else:
+        model = det._FER__emotion_classifier
+        probs = np.asarray(model.predict(x[..., None], batch_size=256, verbose=0))
+        classify = lambda b: np.asarray(det._classify_emotions(b[..., None]))
+    k = iter(lat_idx * (job["warmup"] + job["repeats"] + 1))
+    lat = timeit(lambda: classify(x[next(k)][None]), job["warmup"], job["repeats"])
+    run = {"load_s": load_s, "pred_crop": probs.argmax(1).tolist(), "latency_face_b1": lat}
+    if mode == "tflite":
+        preds = []
+        for f in faces:
+            bgr = cv2.cvtColor(f, cv2.COLOR_GRAY2BGR)
+            r = det.detect_emotions(bgr, face_rectangles=[(0, 0, f.shape[1], f.shape[0])])
+            e = r[0]["emotions"] if r else None
+            preds.append(-1 if e is None else int(np.argmax([e[n] for n in job["labels"]])))
+        run["pred_ferbox"] = preds
+        photos = []
+        for p in job["photos"]:
+            bgr = cv2.imread(p, cv2.IMREAD_COLOR)
+            res = det.detect_emotions(bgr)
+            t = timeit(lambda: det.detect_emotions(bgr), job["warmup"], job["photo_repeats"])
+            photos.append({"path": p, "faces": len(res), "total": t,
+                           "labels": [max(r["emotions"], key=r["emotions"].get) for r in res]})
+        run["photos"] = photos
+    out["runs"][mode] = run
+json.dump(out, open(job["out"], "w"))
+'''
+
+
+def fer_python(arg: str | None) -> Path:
+    p = Path(arg) if arg else REPO / ".venv-fer" / "bin" / "python"
+    if not p.is_file():
+        raise SystemExit(f"no fer interpreter at {p}: create .venv-fer as the docstring says, or pass --fer-python")
+    return p
+
+
+def litefer_side(model: str, faces: np.ndarray, y: np.ndarray, labels: list[str], args, photos, tmp: Path) -> dict:
+    import torch
+    from litefer.deploy.backends import TorchBackend
+    from litefer.deploy.export import export_onnx
+    from litefer.deploy.onnx_backend import OnnxBackend, preprocess_faces
+    from litefer.deploy.quantize import quantize_onnx
+    from litefer.models.checkpoint import load_model
+
+    net, meta = load_model(model)
+    out = {"arch": meta.arch, "labels": meta.labels, "preprocess": meta.preprocess, "runs": {}}
+    onnx_path = export_onnx(model, tmp / "m.onnx", force=True).path
+    int8_path = quantize_onnx(onnx_path, tmp / "m.int8.onnx", force=True)
+    x = preprocess_faces(faces, meta.preprocess)
+    # map the model's classes onto the dataset's by name (others, e.g. contempt, count as wrong)
+    to_ds = np.array([labels.index(n) if n in labels else -1 for n in meta.labels])
+    lat_faces = x[: min(args.latency_count, len(x))]
+    all_cores = os.cpu_count() or 1
+    variants = {
+        "torch eager": lambda t: TorchBackend(net, meta=meta),
+        "onnx fp32": lambda t: OnnxBackend(onnx_path, threads=t),
+        "onnx int8": lambda t: OnnxBackend(int8_path, threads=t),
+    }
+    for name, make in variants.items():
+        torch.set_num_threads(all_cores)
+        be = make(None)
+        probs = np.concatenate([be.predict(x[i:i + 256]) for i in range(0, len(x), 256)])
+        pred = to_ds[probs.argmax(1)]
+        run = {"accuracy": float((pred == y).mean()), "latency_face_b1": {}}
+        for t in (1, all_cores):
+            torch.set_num_threads(t)
+            be = make(t)
+            k = iter(list(range(len(lat_faces))) * (args.warmup + args.repeats + 1))
+            run["latency_face_b1"][str(t)] = timeit(lambda: be.predict(lat_faces[next(k)][None]), args.warmup,
+                                                     args.repeats)
+        out["runs"][name] = run
+        print(f"litefer {name:12s} acc {run['accuracy']:.4f}  b1 1T "
+              f"{fmt_ms(run['latency_face_b1']['1']['median'])} ms", file=sys.stderr, flush=True)
+    torch.set_num_threads(all_cores)
+    # end to end on the photos
+    from litefer.deploy.recognizer import Recognizer
+    from litefer.vision.io import load_image
+    out["photos"] = {}
+    for name, src, kw in (("torch", model, {}), ("onnx", str(onnx_path), {})):
+        rec = Recognizer.from_pretrained(src, detector=args.detector, backend=name, **kw)
+        rows = []
+        for pname, data in photos:
+            res = rec(data)
+            t = timeit(lambda: rec(load_image(data)), args.warmup, args.photo_repeats)
+            rows.append({"photo": pname, "faces": len(res), "total": t, "labels": [r.label for r in res]})
+        out["photos"][name] = {"detector": rec.detector_name, "rows": rows}
+    return out
+
+
+def markdown(res: dict) -> str:
+    lf, fr, n = res["litefer"], res["fer"], res["count"]
+    cores = str(res["env"]["cpu"]["logical_cores"])
+    lines = [f"FER2013 PrivateTest, {n} faces ({res['selection']}); fer {fr['fer_version']} (TensorFlow "
+             f"{fr['tensorflow']}) in `.venv-fer`; litefer model: {lf.get('arch', '—')} ({res['model_desc']}). "
+             f"CPU: {res['env']['cpu']['model']}, {cores} logical cores; load average "
+             f"{res['env']['loadavg_start'][0]:.2f} → {res['env']['loadavg_end'][0]:.2f}. Latency: median per face "
+             f"at batch 1 after warm-up (ms).", "",
+             "| system | input | accuracy | latency 1T | latency all cores |",
+             "| --- | --- | ---: | ---: | ---: |"]
+    for name, run in lf.get("runs", {}).items():
+        lat = run["latency_face_b1"]
+        lines.append(f"| litefer {name} | {lf['preprocess']['size']}px crop | {run['accuracy']:.4f} | "
+                     f"{fmt_ms(lat['1']['median'])} | {fmt_ms(lat[cores]['median'])} |")
+    for mode, run in fr["runs"].items():
+        lines.append(f"| fer {mode} | 64px crop | {run['accuracy_crop']:.4f} | — | "
+                     f"{fmt_ms(run['latency_face_b1']['median'])} (fer default threads) |")
+        if "accuracy_ferbox" in run:
+            lines.append(f"| fer {mode} `detect_emotions` (face box given) | fer crop | {run['accuracy_ferbox']:.4f} "
+                         f"| — | — |")
+    if res.get("ratios"):
+        lines += ["", "Ratios (fer / litefer; latency > 1 means litefer is faster): " +
+                  "; ".join(f"{k} {v:.2f}" for k, v in res["ratios"].items())]
+    lines += ["", "End to end per photo (detection + crop + classification, ms):", "",
+              "| photo | faces: fer / litefer | fer (Haar + TFLite) | litefer torch | litefer onnx |",
+              "| --- | --- | ---: | ---: | ---: |"]
+    fer_photos = fr["runs"].get("tflite", {}).get("photos", [])
+    for i, fp in enumerate(fer_photos):
+        lt = lf.get("photos", {}).get("torch", {}).get("rows", [])
+        lo = lf.get("photos", {}).get("onnx", {}).get("rows", [])
+        name = lt[i]["photo"] if i < len(lt) else Path(fp["path"]).name
+        lines.append(f"| {name} | {fp['faces']} / {lt[i]['faces'] if i < len(lt) else '—'} | "
+                     f"{fmt_ms(fp['total']['median'])} | {fmt_ms(lt[i]['total']['median']) if i < len(lt) else '—'} | "
+                     f"{fmt_ms(lo[i]['total']['median']) if i < len(lo) else '—'} |")
+    lines += ["", "Caveat: fer's mini-Xception comes from oarriaga/face_classification, whose training script "
+              "split the whole fer2013.csv at random; PrivateTest faces may have been among its training images."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--count", default="all", help="number of PrivateTest faces (stratified sample), or 'all'")
+    ap.add_argument("--model", default="default", help="litefer checkpoint or bundled name")
+    ap.add_argument("--fer-python", default=None, help="the .venv-fer interpreter (default .venv-fer/bin/python)")
+    ap.add_argument("--detector", default="auto", help="litefer's detector for the photos")
+    ap.add_argument("--latency-count", type=int, default=200, help="distinct faces cycled in the latency loop")
+    ap.add_argument("--repeats", type=int, default=200)
+    ap.add_argument("--photo-repeats", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--md", type=Path, default=None)
+    args = ap.parse_args(argv)
+    py = fer_python(args.fer_python)
+
+    from litefer.data import load_dataset
+    ds = load_dataset("fer2013", split="privatetest")
+    labels = list(ds.labels)
+    if args.count == "all":
+        idx, selection = np.arange(len(ds)), "all"
+    else:
+        rng = np.random.default_rng(0)
+        idx = np.sort(rng.choice(len(ds), int(args.count), replace=False))
+        selection = f"random sample, seed 0, of {len(ds)}"
+    faces, y = ds.images[idx], ds.hard_targets[idx]
+    from litefer.models.checkpoint import bundled_path
+    if args.model == "default" and not bundled_path("default").is_file():
+        raise SystemExit("the bundled model is not there yet: pass --model CHECKPOINT (a trained litefer checkpoint)")
+    model_desc = "bundled default" if args.model == "default" else str(args.model)
+
+    from bench_pipeline import default_photos
+    photos = default_photos()
+    env = env_info()
+    with tempfile.TemporaryDirectory(prefix="litefer-peer-") as tmpd:
+        tmp = Path(tmpd)
+        np.save(tmp / "faces.npy", faces)
+        photo_paths = []
+        for i, (_, data) in enumerate(photos):
+            p = tmp / f"photo{i}.jpg"
+            p.write_bytes(data)
+            photo_paths.append(str(p))
+        job = {"faces": str(tmp / "faces.npy"), "out": str(tmp / "fer.json"), "labels": FER_LABELS,
+               "latency_count": args.latency_count, "repeats": args.repeats, "warmup": args.warmup,
+               "photo_repeats": args.photo_repeats, "photos": photo_paths}
+        print(f"running fer in {py} …", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        proc = subprocess.run([str(py), "-c", FER_WORKER, json.dumps(job)], capture_output=True, text=True,
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"})
+        if proc.returncode != 0:
+            raise SystemExit(f"the fer worker failed:\n{proc.stderr[-4000:]}")
+        fer_res = json.loads((tmp / "fer.json").read_text())
+        fer_res["wall_s"] = time.perf_counter() - t0
+        fer_to_ds = np.array([labels.index(n) for n in FER_LABELS])
+        for run in fer_res["runs"].values():
+            run["accuracy_crop"] = float((fer_to_ds[np.array(run.pop("pred_crop"))] == y).mean())
+            if "pred_ferbox" in run:
+                p = np.array(run.pop("pred_ferbox"))
+                run["accuracy_ferbox"] = float(np.where(p >= 0, fer_to_ds[np.maximum(p, 0)] == y, False).mean())
+            print(f"fer {run.get('accuracy_crop'):.4f}", file=sys.stderr, flush=True)
+        lf = litefer_side(args.model, faces, y, labels, args, photos, tmp)
+    env["loadavg_end"] = os.getloadavg()
+    ratios = {}
+    best = lf["runs"].get("onnx fp32")
+    tfl = fer_res["runs"].get("tflite")
+    if best and tfl:
+        ratios["latency per face, fer TFLite / litefer ONNX fp32 (1 thread)"] = \
+            tfl["latency_face_b1"]["median"] / best["latency_face_b1"]["1"]["median"]
+        ratios["accuracy, litefer ONNX fp32 / fer TFLite (crop)"] = best["accuracy"] / tfl["accuracy_crop"]
+    result = {"env": env, "count": int(len(idx)), "selection": selection, "model_desc": model_desc,
+              "litefer": lf, "fer": fer_res, "ratios": ratios,
+              "command": " ".join([Path(sys.executable).name, *sys.argv])}
+    md = markdown(result)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    if args.md:
+        args.md.parent.mkdir(parents=True, exist_ok=True)
+        args.md.write_text(md)
+    sys.stdout.write(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+#!/usr/bin/env python
+"""End-to-end latency on real photos, per stage: decode → detection → alignment → classification.
+
+Runs litefer's :class:`~litefer.deploy.recognizer.Recognizer` stage by stage on each
+photo and times every stage (median of ``--repeats`` runs after ``--warmup``), for
+each classifier backend (PyTorch eager, ONNX fp32, and ONNX int8 when FER2013 is there
+to calibrate it).  Default photos: ``litefer/assets/example.jpg`` (one face),
+matplotlib's ``grace_hopper.jpg`` (one face) and both pasted on one 1100x600 canvas
+(two faces); add your own with ``--images``.
+
+    .venv/bin/python benchmarks/bench_pipeline.py
+    .venv/bin/python benchmarks/bench_pipeline.py --images photos/ --backends torch,onnx --threads 1
+    .venv/bin/python benchmarks/bench_pipeline.py --json out/pipeline.json --md out/pipeline.md
+
+The model is the bundled one (``--model default``); while it is absent the script
+falls back to a random-weights ``--arch`` model and says so (timings only).
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench_models import env_info, fmt_ms, timeit  # noqa: E402
+
+STAGES = ("decode", "detect", "align", "classify")
+
+
+def default_photos() -> list[tuple[str, bytes]]:
+    """(name, encoded bytes) of the real photos the benchmark uses by default."""
+    out = []
+    ex = REPO / "litefer" / "assets" / "example.jpg"
+    if ex.is_file():
+        out.append(("example.jpg (1 face, 512x512)", ex.read_bytes()))
+    try:
+        import matplotlib
+        gh = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+        if gh.is_file():
+            out.append(("grace_hopper.jpg (1 face, 512x600)", gh.read_bytes()))
+    except ImportError:
+        pass
+    if len(out) == 2:
+        from PIL import Image
+        a = np.asarray(Image.open(io.BytesIO(out[0][1])).convert("RGB"))
+        b = np.asarray(Image.open(io.BytesIO(out[1][1])).convert("RGB").resize((256, 300)))
+        can = np.full((600, 1100, 3), 90, np.uint8)
+        can[40:40 + a.shape[0], 20:20 + a.shape[1]] = a[:552, :512]
+        can[150:450, 700:956] = b
+        buf = io.BytesIO()
+        Image.fromarray(can).save(buf, format="JPEG", quality=90)
+        out.append(("both on one canvas (2 faces, 1100x600)", buf.getvalue()))
+    return out
+
+
+def photos_from(paths: list[Path]) -> list[tuple[str, bytes]]:
+    from litefer.vision.io import iter_image_files
+    return [(p.name, p.read_bytes()) for p in iter_image_files(paths)]
+
+
+def model_source(args, tmp: Path) -> tuple[str, str]:
+    """(checkpoint path or name, description)."""
+    from litefer.models.checkpoint import bundled_path
+    if args.model != "default":
+        return args.model, args.model
+    try:
+        p = bundled_path("default")
+        if p.is_file():
+            return "default", "bundled default model"
+    except Exception:
+        pass
+    import torch
+    from litefer.models import create_model
+    from litefer.models.checkpoint import ModelMeta, save_safetensors
+    torch.manual_seed(0)
+    m = create_model(args.arch)
+    c, s = m.default_input
+    crop = "aligned112" if s >= 112 else "fer"
+    meta = ModelMeta(args.arch, ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"],
+                     {"channels": c, "size": s, "mean": [0.5] * c, "std": [0.5] * c, "crop": crop})
+    path = save_safetensors(tmp / f"random_{args.arch}.safetensors", meta, m.state_dict())
+    return str(path), f"random-weights {args.arch} (bundled model absent: timings only)"
+
+
+def build_recognizers(args, source: str, tmp: Path) -> dict:
+    from litefer.deploy.recognizer import Recognizer
+    recs = {}
+    for kind in args.backends:
+        t0 = time.perf_counter()
+        if kind == "torch":
+            rec = Recognizer.from_pretrained(source, detector=args.detector, backend="torch")
+        elif kind == "onnx":
+            from litefer.deploy.export import export_onnx
+            path = export_onnx(source, tmp / "model.onnx", force=True).path
+            rec = Recognizer.from_pretrained(str(path), detector=args.detector, backend="onnx", threads=args.ort_threads)
+        elif kind == "int8":
+            from litefer.deploy.quantize import quantize_onnx
+            fp32 = tmp / "model.onnx"
+            if not fp32.is_file():
+                from litefer.deploy.export import export_onnx
+                export_onnx(source, fp32, force=True)
+            try:
+                path = quantize_onnx(fp32, tmp / "model.int8.onnx", force=True)
+            except Exception as exc:
+                print(f"int8 skipped: {exc}", file=sys.stderr)
+                continue
+            rec = Recognizer.from_pretrained(str(path), detector=args.detector, backend="onnx", threads=args.ort_threads)
+        else:
+            raise SystemExit(f"unknown backend {kind!r}")
+        recs[kind] = (rec, time.perf_counter() - t0)
+    return recs
+
+
+def bench_photo(rec, data: bytes, args) -> dict:
+    from litefer.vision.io import load_image
+    rgb = load_image(data)
+    faces = rec.detect(rgb)
+    crops = rec.crop_faces(rgb, faces)
+    out = {"size": list(rgb.shape[:2]), "faces": len(faces), "stages": {},
+           "labels": [rec.labels[int(i)] for i in np.argmax(rec.classify(crops), 1)] if crops else []}
+    w, r = args.warmup, args.repeats
+    out["stages"]["decode"] = timeit(lambda: load_image(data), w, r)
+    out["stages"]["detect"] = timeit(lambda: rec.detect(rgb), w, r)
+    out["stages"]["align"] = timeit(lambda: rec.crop_faces(rgb, faces), w, r)
+    out["stages"]["classify"] = timeit(lambda: rec.classify(crops), w, r) if crops else None
+    out["stages"]["total"] = timeit(lambda: rec(data), w, r)
+    return out
+
+
+def markdown(result: dict) -> str:
+    env = result["env"]
+    lines = [f"CPU: {env['cpu'].get('model')} ({env['cpu'].get('logical_cores')} logical cores); torch threads "
+             f"{result['torch_threads']}, ONNX Runtime threads {result['ort_threads'] or 'all'}; model: "
+             f"{result['model']}; detector: {result['detector']}; median of {result['args']['repeats']} runs "
+             f"(ms); load average {env['loadavg_start'][0]:.2f} → {env['loadavg_end'][0]:.2f}.", "",
+             "| photo | backend | faces | decode | detect | align | classify | total | classify per face |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for row in result["rows"]:
+        st = row["stages"]
+        med = {k: (v["median"] if v else None) for k, v in st.items()}
+        per_face = med["classify"] / row["faces"] if med["classify"] and row["faces"] else None
+        lines.append(f"| {row['photo']} | {row['backend']} | {row['faces']} | " + " | ".join(
+            fmt_ms(med[k]) for k in (*STAGES, "total")) + f" | {fmt_ms(per_face)} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--images", type=Path, nargs="*", default=None, help="photos or folders (default: see above)")
+    ap.add_argument("--model", default="default", help="bundled model name or checkpoint path")
+    ap.add_argument("--arch", default="i_mobilenetv2", help="architecture of the stand-in when no bundled model")
+    ap.add_argument("--backends", default="torch,onnx,int8", help="subset of torch,onnx,int8")
+    ap.add_argument("--detector", default="auto")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    ap.add_argument("--ort-threads", type=int, default=None, help="ONNX Runtime threads (default: all cores)")
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--md", type=Path, default=None)
+    args = ap.parse_args(argv)
+    args.backends = [b for b in args.backends.split(",") if b]
+    import torch
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    photos = photos_from(args.images) if args.images else default_photos()
+    if not photos:
+        raise SystemExit("no photos: pass --images")
+    env = env_info()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="litefer-pipe-") as tmp:
+        source, desc = model_source(args, Path(tmp))
+        recs = build_recognizers(args, source, Path(tmp))
+        for kind, (rec, load_s) in recs.items():
+            for name, data in photos:
+                r = bench_photo(rec, data, args)
+                r.update(photo=name, backend=kind, load_s=load_s)
+                rows.append(r)
+                print(f"{name:40s} {kind:6s} faces={r['faces']} total={fmt_ms(r['stages']['total']['median'])} ms "
+                      f"{r['labels']}", file=sys.stderr, flush=True)
+        det = next(iter(recs.values()))[0].detector_name if recs else args.detector
+    env["loadavg_end"] = os.getloadavg()
+    result = {"env": env, "model": desc, "detector": det, "torch_threads": torch.get_num_threads(),
+              "ort_threads": args.ort_threads, "rows": rows,
+              "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+              "command": " ".join([Path(sys.executable).name, *sys.argv])}
+    md = markdown(result)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    if args.md:
+        args.md.parent.mkdir(parents=True, exist_ok=True)
+        args.md.write_text(md)
+    sys.stdout.write(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
