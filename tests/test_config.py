@@ -165,7 +165,7 @@ def test_shipped_configs_state_the_papers_settings():
     assert (c.train.batch_size, c.train.epochs) == (32, 350)
     assert (c.data.val_split, c.data.test_split) == ("publictest", "privatetest")
     c = load_config(CONFIGS / "i_mobilenetv2_ckplus.yaml")
-    assert c.data.folds == 10 and c.data.val_split is None and c.data.test_split is None
+    assert c.data.folds == 10 and c.data.val_split is None and c.data.test_split is None and c.data.val_by_subject
     for n in ("a_mobilenet_ferplus", "a_mobilenet_rafdb"):
         c = load_config(CONFIGS / f"{n}.yaml")
         assert (c.optim.name, c.optim.lr, c.train.batch_size, c.train.epochs) == ("adam", 1e-4, 64, 100)

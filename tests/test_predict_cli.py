@@ -203,6 +203,13 @@ def test_video_needs_out_and_bad_video_is_a_per_file_error(app, ckpt, tmp_path):
     r = run(app, [fake, EXAMPLE, "--out", tmp_path / "o"], ckpt)
     assert r.exit_code == 1
     assert "fake.mp4" in r.stderr and len(lines(r)) == 1
+    # with --format csv stdout stays one table; the video's summary goes to stderr
+    r = run(app, [clip, EXAMPLE, "--out", tmp_path / "o2", "--format", "csv"], ckpt)
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert [Path(x["path"]).name for x in rows] == ["example.jpg"]
+    assert "3 of 3 frame(s) analysed" in " ".join(r.stderr.split())
+    assert count_frames(tmp_path / "o2" / "pan.annotated.mp4") == 3
 
 
 def test_no_detect_and_option_errors(app, ckpt, tmp_path):

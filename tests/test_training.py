@@ -222,7 +222,6 @@ def test_metrics_from_confusion_hand_example():
 # ------------------------------------------------------------------------------ training runs
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("run")
     cfg = _cfg(train={"epochs": 4}, loss={"center": {"weight": 0.01}, "cosine_harmony": {"weight": 0.1}},
                data={"options": {"n_train": 192, "n_val": 64, "n_test": 64, "size": 24, "noise": 70}})
@@ -271,7 +270,6 @@ def test_checkpoints_follow_the_checkpoint_format(trained):
 
 
 def test_resume_continues_exactly(tmp_path):
-    torch.set_num_threads(1)
     cfg = _cfg(train={"epochs": 2}, model={"kwargs": {"drop_rate": 0.3}}, sched={"name": "cosine", "warmup_epochs": 1},
                loss={"label_smoothing": 0.1, "center": {"weight": 0.01}, "cosine_harmony": {"weight": 0.1}},
                aug={"hflip": 0.5, "rotation": 10, "scale": [0.8, 1.0], "translate": 0.1, "erasing": 0.5})
@@ -295,7 +293,6 @@ def test_resume_continues_exactly(tmp_path):
 
 
 def test_test_split_never_influences_training(tmp_path):
-    torch.set_num_threads(1)
     with_test = train(_cfg(train={"epochs": 2}), out_dir=tmp_path / "a", quiet=True)
     no_test = train(_cfg(train={"epochs": 2}, data={"test_split": None}), out_dir=tmp_path / "b", quiet=True)
     assert no_test.test_metrics is None and with_test.test_metrics is not None
@@ -307,7 +304,6 @@ def test_test_split_never_influences_training(tmp_path):
 
 
 def test_early_stopping(tmp_path):
-    torch.set_num_threads(1)
     # min_delta 1.0: no accuracy can improve on the first epoch by more than 1
     res = train(_cfg(train={"epochs": 10, "early_stopping": 2, "min_delta": 1.0}), out_dir=tmp_path, quiet=True)
     assert res.stopped_early and len(res.history) == 3 and res.best_epoch == 1
@@ -336,7 +332,6 @@ def test_validation_hold_out_by_subject():
 
 
 def test_subject_folds_and_train_folds(tmp_path):
-    torch.set_num_threads(1)
     cfg = _cfg(data={"test_split": None, "val_split": None, "folds": 2}, train={"epochs": 1})
     s0 = prepare_data(_cfg(data={"test_split": None, "val_split": None, "folds": 2, "fold": 0}))
     s1 = prepare_data(_cfg(data={"test_split": None, "val_split": None, "folds": 2, "fold": 1}))
@@ -351,7 +346,6 @@ def test_soft_targets_train_with_balanced_weights(tmp_path):
     """FER+ 'probability' label mode: float (N, C) targets through loader, losses and metrics."""
     from litefer.data.base import FaceArrays
     from litefer.training import DataSplits
-    torch.set_num_threads(1)
 
     def soften(a: FaceArrays) -> FaceArrays:
         t = np.full((len(a), 4), 0.1, np.float32)
@@ -403,6 +397,15 @@ train: {{epochs: 2, batch_size: 32}}
     assert r.exit_code == 2 and "optim.lrr" in r.output and "optim.lr" in r.output
     r = runner.invoke(app, ["train", str(cfg_file), "--print-config", "--set", "optim.lr=0.5"])
     assert r.exit_code == 0 and "lr: 0.5" in r.stdout
+    # cross-validation configs: one fold into out/fold{k}, or all folds with a cv.json summary
+    cv_args = ["--set", "data.folds=2", "--set", "data.test_split=null", "--set", "data.val_split=null",
+               "--set", "train.epochs=1"]
+    r = runner.invoke(app, ["train", str(cfg_file), "--out", str(tmp_path / "cv"), "--fold", "1", *cv_args])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "cv" / "fold1" / "best.pt").is_file() and not (tmp_path / "cv" / "fold0").exists()
+    r = runner.invoke(app, ["train", str(cfg_file), "--out", str(tmp_path / "cv2"), *cv_args])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout.strip().splitlines()[-1])["folds"] == 2 and (tmp_path / "cv2" / "cv.json").is_file()
 
 
 @pytest.mark.realdata

@@ -168,6 +168,23 @@ def test_missing_weights_say_what_to_install(tmp_path):
         BlazeFaceDetector("short", weights=tmp_path / "missing.tflite")
 
 
+@pytest.mark.parametrize("name", ["blazeface", "blazeface_full"])
+def test_blazeface_on_the_example_photo(name, example):
+    try:
+        det = create_detector(name)
+    except DetectorUnavailable as exc:
+        pytest.skip(f"BlazeFace weights not installed ({exc})")
+    faces = det.detect(example)
+    assert len(faces) == 1 and centre_in(faces[0].box, EXAMPLE_FACE)
+    f = faces[0]
+    assert f.keypoints.shape == (6, 2) and f.landmarks.shape == (5, 2)
+    le, re, nose, lm, rm = f.landmarks
+    assert le[0] < nose[0] < re[0] and lm[0] < rm[0] and max(le[1], re[1]) < nose[1] < min(lm[1], rm[1])
+    # the eyes agree with MTCNN's (204, 100) and (247, 103) to a few pixels
+    assert np.abs(f.landmarks[:2] - [[204, 101], [247, 104]]).max() < 8
+    assert det.detect(np.full((240, 320, 3), 128, np.uint8)) == []
+
+
 def test_blazeface_anchor_layout_and_five_points():
     assert len(BlazeFaceDetector._anchors(128, (8, 16, 16, 16))) == 896      # the short-range model
     assert len(BlazeFaceDetector._anchors(192, (4,))) == 2304               # the full-range model

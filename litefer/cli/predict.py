@@ -70,19 +70,21 @@ def annotate(rgb: np.ndarray, faces: list[dict]) -> np.ndarray:
     import cv2
     img = np.ascontiguousarray(rgb[:, :, ::-1]).copy()
     h, w = img.shape[:2]
-    thick = max(1, round(max(h, w) / 400))
-    fscale = max(0.4, max(h, w) / 1200)
     for f in faces:
         colour = _COLOURS.get(f["label"], (0, 255, 0))
         x1, y1, x2, y2 = [int(round(v)) for v in f["box"]]
+        side = max(8, min(x2 - x1, y2 - y1))
+        thick = max(1, round(side / 60))
+        fscale = float(np.clip(side / 160, 0.35, 1.5))
         cv2.rectangle(img, (x1, y1), (x2, y2), colour, thick, cv2.LINE_AA)
         for x, y in f.get("landmarks") or []:
-            cv2.circle(img, (int(round(x)), int(round(y))), thick + 1, (0, 255, 0), -1, cv2.LINE_AA)
+            cv2.circle(img, (int(round(x)), int(round(y))), max(1, round(side / 50)), (0, 255, 0), -1, cv2.LINE_AA)
         text = f"{f['label']} {f['score']:.2f}"
-        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, fscale, thick)
+        tt = max(1, round(fscale * 1.5))
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, fscale, tt)
         ty = y1 - 4 if y1 - th - 6 >= 0 else min(h - 2, y2 + th + 4)
         cv2.rectangle(img, (x1, ty - th - 3), (x1 + tw + 4, ty + base - 1), colour, -1)
-        cv2.putText(img, text, (x1 + 2, ty - 1), cv2.FONT_HERSHEY_SIMPLEX, fscale, (0, 0, 0), thick, cv2.LINE_AA)
+        cv2.putText(img, text, (x1 + 2, ty - 1), cv2.FONT_HERSHEY_SIMPLEX, fscale, (0, 0, 0), tt, cv2.LINE_AA)
     return img
 
 
@@ -421,6 +423,16 @@ def register(app: typer.Typer) -> None:
             if results_file:
                 results_file.write(line)
 
+        def video_emit(record: dict) -> None:
+            """A video's summary: a JSON line (json), a note on stderr (csv: stdout stays one table)."""
+            if fmt == "json":
+                emit(json.dumps(record) + "\n")
+            else:
+                v = record["video"]
+                console.print(f"{record['path']}: {v['processed']} of {v['frames']} frame(s) analysed; "
+                              f"per-frame CSV {v.get('csv', '-')}, annotated video {v.get('video', '-')}",
+                              highlight=False, soft_wrap=True)
+
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
         show_bar = len(items) > 1 or any(it.video for it in items)
         progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -432,10 +444,10 @@ def register(app: typer.Typer) -> None:
                     progress.update(task, description=str(it.path.name))
                     try:
                         if it.video:
-                            _one_video(rec, it, planner, every, smooth, max_frames, emit, progress, task)
+                            _one_video(rec, it, planner, every, smooth, max_frames, video_emit, progress, task)
                         else:
                             _one_image(rec, it, planner, annotate_, fmt, labels, emit)
-                    except KeyboardInterrupt:
+                    except (KeyboardInterrupt, BrokenPipeError):
                         raise
                     except Exception as exc:  # per-file: report and go on
                         failed += 1
@@ -445,9 +457,13 @@ def register(app: typer.Typer) -> None:
                         progress.console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
                     progress.advance(task)
             if webcam is not None:
-                _webcam(rec, webcam, out, every, smooth, max_frames, emit)
+                _webcam(rec, webcam, out, every, smooth, max_frames, video_emit)
         except _WebcamError as exc:
             raise fail(str(exc), code=1)
+        except BrokenPipeError:  # stdout closed early (`| head`): stop quietly
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise typer.Exit(1 if failed else 0)
         finally:
             if results_file:
                 results_file.close()
@@ -493,7 +509,7 @@ def _one_video(rec: Any, it: Item, planner: Optional[OutputPlanner], every: int,
         cap.release()
     if summary["frames"] == 0:
         raise ValueError(f"{p}: no frames could be read (not a video, or a codec OpenCV lacks)")
-    emit(json.dumps({"path": str(p), "video": summary}) + "\n")
+    emit({"path": str(p), "video": summary})
 
 
 class _WebcamError(RuntimeError):
@@ -526,4 +542,4 @@ def _webcam(rec: Any, index: int, out: Optional[Path], every: int, smooth: int, 
         cap.release()
     if summary["frames"] == 0:
         raise _WebcamError(f"webcam {index} gave no frames")
-    emit(json.dumps({"path": f"webcam:{index}", "video": summary}) + "\n")
+    emit({"path": f"webcam:{index}", "video": summary})

@@ -21,8 +21,9 @@ def register(app: typer.Typer) -> None:
                                                                        "`out`, runs/<name>)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Train into an output folder that already "
                                                                   "holds a run (its files are replaced)."),
-        fold: Optional[str] = typer.Option(None, "--fold", help="With data.folds: one fold index, or 'all' "
-                                                                "(default) to train every fold."),
+        fold: Optional[str] = typer.Option(None, "--fold", help="With data.folds: one fold index (written to "
+                                                                "OUT/fold<K>), or 'all' (default) to train "
+                                                                "every fold (OUT/fold<K> and OUT/cv.json)."),
         no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars (epoch lines only)."),
         print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
     ) -> None:
@@ -42,8 +43,22 @@ def register(app: typer.Typer) -> None:
             typer.echo(dump_config(cfg), nl=False)
             return
         out_dir = out if out is not None else cfg.out_dir()
-        if resume is None and not overwrite and (out_dir / "last.pt").exists():
-            raise fail(f"{out_dir} already holds a run (last.pt); pass --resume {out_dir / 'last.pt'} "
+        all_folds = bool(cfg.data.folds) and cfg.data.fold is None and fold in (None, "all")
+        if fold not in (None, "all"):
+            if not cfg.data.folds:
+                raise fail("--fold needs a config with data.folds")
+            try:
+                cfg.data.fold = int(fold)
+            except ValueError:
+                raise fail(f"--fold must be an integer or 'all', got {fold!r}") from None
+            if not 0 <= cfg.data.fold < cfg.data.folds:
+                raise fail(f"--fold {fold}: must be in [0, {cfg.data.folds})")
+            out_dir = out_dir / f"fold{cfg.data.fold}"     # the same tree as training all folds
+        if all_folds and resume is not None:
+            raise fail("--resume continues one fold: add --fold K")
+        existing = out_dir / ("fold0" if all_folds else "") / "last.pt"
+        if resume is None and not overwrite and existing.exists():
+            raise fail(f"{existing.parent} already holds a run (last.pt); pass --resume {existing} "
                        f"to continue it, --overwrite to replace it, or --out for another folder")
         if resume is not None and not resume.is_file():
             raise fail(f"--resume {resume}: no such file")
@@ -52,25 +67,12 @@ def register(app: typer.Typer) -> None:
         from litefer.models.checkpoint import CheckpointError
         from litefer.training import trainer
         try:
-            if cfg.data.folds and cfg.data.fold is None and fold in (None, "all"):
-                if resume is not None:
-                    raise fail("--resume continues one fold: add --fold K")
+            if all_folds:
                 cv = trainer.train_folds(cfg, out_dir)
                 console.print(f"{cfg.data.folds}-fold CV: test accuracy {cv.summary['test_acc_mean']:.4f} "
                               f"± {cv.summary['test_acc_std']:.4f}", highlight=False)
                 echo_json({"out_dir": str(out_dir), **cv.summary})
                 return
-            if fold not in (None, "all"):
-                if not cfg.data.folds:
-                    raise fail("--fold needs a config with data.folds")
-                try:
-                    cfg.data.fold = int(fold)
-                except ValueError:
-                    raise fail(f"--fold must be an integer or 'all', got {fold!r}") from None
-                if not 0 <= cfg.data.fold < cfg.data.folds:
-                    raise fail(f"--fold {fold}: must be in [0, {cfg.data.folds})")
-                if out is None:
-                    out_dir = out_dir / f"fold{cfg.data.fold}"
             res = trainer.train(cfg, out_dir, resume=resume)
         except (ConfigError, DatasetError, CheckpointError) as exc:
             raise fail(str(exc))

@@ -19,7 +19,9 @@ What it checks, on the decoded pixels:
   the hash into ``near_bits + 1`` chunks (two hashes within ``near_bits`` bits agree on at
   least one chunk), so no all-pairs comparison is needed.  Near-constant images are left
   out (their hashes are noise).  Groups are connected components of matching pairs;
-  groups that are only exact copies are not repeated here.
+  groups that are only exact copies are not repeated here.  Where the arrays carry subject
+  ids (``groups``, e.g. CK+), near-identical pairs of the *same subject* (frames of one
+  sequence) are expected: they are counted, not grouped or excluded.
 * **near-constant images** — pixel standard deviation below ``blank_std`` (blank, or a
   flat fill): excluded.
 * **likely non-faces** (flagged for review, not excluded unless ``exclude_suspects``):
@@ -269,7 +271,7 @@ def audit(arrays_by_split: dict[str, FaceArrays], dataset: str = "", near: bool 
     rank = {s: order.index(s) if s in order else len(order) for s in names}
 
     # flatten every split into one index space
-    split_of, id_of, label_of = [], [], []
+    split_of, id_of, label_of, group_of = [], [], [], []
     splits_info = {}
     for s, a in arrays_by_split.items():
         counts = a.class_counts()
@@ -282,6 +284,7 @@ def audit(arrays_by_split: dict[str, FaceArrays], dataset: str = "", near: bool 
             split_of.append(s)
             id_of.append(a.ids[i])
             label_of.append(a.labels[int(hard[i])])
+            group_of.append(None if a.groups is None else f"{s}:{a.groups[i]}")
     n = len(id_of)
 
     def member(i: int) -> dict:
@@ -313,9 +316,13 @@ def audit(arrays_by_split: dict[str, FaceArrays], dataset: str = "", near: bool 
         k += len(a)
     blank = stds < p["blank_std"]
     near_groups: list[list[int]] = []
+    n_same_subject = 0
     if near:
         pairs = near_pairs(hashes, thumbs, int(p["near_bits"]), float(p["near_diff"]), eligible=~blank)
         pairs = pairs[hash_group[pairs[:, 0]] != hash_group[pairs[:, 1]]] if len(pairs) else pairs
+        same_subject = np.array([group_of[a] is not None and group_of[a] == group_of[b] for a, b in pairs], bool)
+        n_same_subject = int(same_subject.sum())
+        pairs = pairs[~same_subject] if len(pairs) else pairs
         near_groups = _components(n, pairs)
         near_groups.sort(key=lambda g: (-len(g), id_of[g[0]]))
 
@@ -408,6 +415,7 @@ def audit(arrays_by_split: dict[str, FaceArrays], dataset: str = "", near: bool 
         "exact_groups_shared_between_splits": shared(exact),
         "protected_images_with_exact_copy_in_less_protected_split": leak(exact),
         "near_duplicate_groups": len(near_groups),
+        "near_pairs_within_one_subject_not_grouped": n_same_subject,
         "images_in_near_groups": int(sum(len(g) for g in near_groups)),
         "near_groups_across_splits": sum(1 for g in near_groups if len({split_of[i] for i in g}) > 1),
         "near_copies_between_splits": overlap(near_groups),

@@ -40,7 +40,7 @@ import numpy as np
 
 from litefer import labels as L
 from litefer.data.base import DatasetError, FaceArrays, SkipReport
-from litefer.data.cache import decode_images, file_signature, load_or_build
+from litefer.data.cache import decode_images
 
 VOTE_COLUMNS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt",
                 "unknown", "NF")

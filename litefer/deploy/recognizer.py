@@ -156,7 +156,9 @@ class Recognizer:
             return None
         if isinstance(detector, str):
             from litefer.vision.detect import create_detector
-            return create_detector(detector, device=device, **kwargs)
+            if device not in (None, "cpu") and "device" not in kwargs:
+                kwargs = {**kwargs, "device": device}
+            return create_detector(detector, **kwargs)
         if not hasattr(detector, "detect"):
             raise TypeError(f"a detector needs a detect(rgb) method; got {type(detector).__name__}")
         return detector

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,8 @@ import torch
 
 REQUIRED = ("arch", "labels", "preprocess")
 BUNDLED = {"default": "default.safetensors"}
+#: folder of the bundled weights and the example photo (inside the installed package)
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
 
 @dataclass
@@ -52,7 +53,7 @@ def _meta_from(d: dict[str, Any], path: Path) -> ModelMeta:
 def bundled_path(name: str = "default") -> Path:
     if name not in BUNDLED:
         raise CheckpointError(f"unknown bundled model {name!r}; bundled: {', '.join(BUNDLED)}")
-    return Path(str(resources.files("litefer") / "assets" / BUNDLED[name]))
+    return ASSETS / BUNDLED[name]
 
 
 def read_checkpoint(path: str | Path) -> tuple[ModelMeta, dict[str, torch.Tensor], dict[str, Any]]:

@@ -7,8 +7,10 @@
 What a run does:
 
 1. loads the splits (:func:`prepare_data`): train, a *validation* split for model
-   selection (a named split such as FER2013/FER+ PublicTest, or a seeded stratified
-   hold-out of train for RAF-DB / AffectNet / CK+) and optionally a *test* split;
+   selection (a named split such as FER2013/FER+ PublicTest; or a seeded hold-out of
+   train, stratified by class for RAF-DB / AffectNet, by subject for CK+, via
+   :mod:`litefer.data.splits`) and optionally a *test* split (a named split, or the
+   held-out fold of subject-independent k-fold cross-validation);
 2. trains with seeded, resumable randomness (epoch order from ``(seed, epoch)``,
    augmentation from ``(seed, epoch, index)``, torch/numpy/python RNG saved each epoch),
    AMP and channels_last on CUDA, LR warm-up + step/cosine/plateau/... schedules;

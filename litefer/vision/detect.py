@@ -120,7 +120,9 @@ class FaceDetector:
     name = "base"
     has_landmarks = True
 
-    def __init__(self, min_score: float = 0.5, max_side: int = 1280, max_faces: int = 100):
+    def __init__(self, min_score: float = 0.5, max_side: int = 1280, max_faces: int = 100,
+                 device: str = "cpu"):
+        self.device = device
         self.min_score = float(min_score)
         self.max_side = int(max_side)
         self.max_faces = int(max_faces)
@@ -509,7 +511,7 @@ class BlazeFaceDetector(FaceDetector):
                  device: str = "cpu"):  # device: accepted for a uniform signature; OpenCV runs on the CPU
         fname, size, strides, thr = self.VARIANTS[variant]
         super().__init__(min_score=thr if min_score is None else min_score, max_side=max_side,
-                         max_faces=max_faces)
+                         max_faces=max_faces, device="cpu")
         import cv2
         p = Path(weights) if weights else _find_file(fname, BLAZE_PACKAGES)
         if p is None or not p.is_file():

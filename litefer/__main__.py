@@ -1,0 +1,3 @@
+from litefer.cli import main
+
+main()
