@@ -110,3 +110,18 @@ def test_audit_cli(tmp_path, rng):
     assert json.loads(line)["summary"]["exact_groups_shared_between_splits"] == {"train & test": 1}
     bad = CliRunner().invoke(app, ["data", "audit", "nosuchset", "--out", str(tmp_path / "x")])
     assert bad.exit_code != 0 and "unknown dataset" in bad.output
+
+
+def test_data_info_and_cache_cli(tmp_path, rng):
+    from typer.testing import CliRunner
+    from fixtures.layouts import save
+    from litefer.cli import app
+    for i, cls in enumerate(["happy", "sad", "sad"]):
+        save(tmp_path / "ds" / cls / f"{i}.png", _smooth(rng, 1)[0])
+    env = {"LITEFER_CACHE": str(tmp_path / "cache")}
+    res = CliRunner().invoke(app, ["data", "info", "folder", "--root", str(tmp_path / "ds"), "--json"], env=env)
+    assert res.exit_code == 0, res.output
+    info = json.loads([l for l in res.stdout.splitlines() if l.startswith("{")][-1])
+    assert info["n"] == 3 and info["class_counts"] == {"happy": 1, "sad": 2} and info["shape"] == [48, 48]
+    res = CliRunner().invoke(app, ["data", "cache", "--clear"], env=env)
+    assert res.exit_code == 0 and "removed 1 cache entries" in res.output

@@ -11,20 +11,25 @@ so only the first load of a split decodes images; pass ``cache=False`` to bypass
 
 Readers and their options (see each module's docstring):
 
-========== ===================================== ==================================================
-name       splits                                options
-========== ===================================== ==================================================
-fer2013    train, publictest (valid), privatetest, source ("csv"|"folder")
+========== ======================================= ================================================
+name       splits                                  options (all readers also take ``cache``)
+========== ======================================= ================================================
+fer2013    train, publictest (valid), privatetest,  source ("csv"|"folder"), num_classes (7 only)
            test (= public + private), all
-ferplus    train, publictest (valid), privatetest  label_mode ("majority"|"probability"),
-           (test = FER2013Test), all              num_classes (8|7), votes ("label_csv"|"fer2013new"),
-                                                  source ("layout"|"csv"), fer2013_csv
-rafdb      train, test, all                      size, color
-affectnet  train, val, all                       num_classes (8|7), size, color, source
-ckplus     all (alias train)                     layout ("folders"|"sequences"), peak_frames,
-                                                  neutral_first, size
-folder     any sub-folder name, or None          labels, size, color
-========== ===================================== ==================================================
+ferplus    train, publictest (valid), privatetest,  label_mode ("majority"|"probability"),
+           test (= FER2013Test = privatetest), all  num_classes (8|7), votes ("label_csv"|"fer2013new"),
+                                                    source ("layout"|"csv"), fer2013_csv
+rafdb      train, test, all                        images ("aligned"|"original"), size, color
+affectnet  train, val, all                         num_classes (8|7), source ("csv"|"folders"),
+                                                    size (default 112), color, crop, images
+ckplus     all (alias train)                       layout ("folders"|"sequences"), peak_frames,
+                                                    neutral_first, num_classes, size, color
+folder     any sub-folder name, or None            labels, size, color
+========== ======================================= ================================================
+
+Note that ``test`` differs: for FER2013 it is the whole ``test/`` folder (PublicTest +
+PrivateTest), for FER+ it is the ``FER2013Test`` folder (PrivateTest only), following
+each release's naming.  Use ``publictest``/``privatetest`` to be unambiguous.
 
 Errors in the files are :class:`~litefer.data.base.DatasetError` naming file, line and
 field; an unknown dataset name is a ``KeyError``, an unknown option a ``TypeError``.

@@ -110,6 +110,7 @@ class FaceArrays:
             ids=[self.ids[i] for i in idx],
             groups=None if self.groups is None else self.groups[idx],
             name=self.name, split=split if split is not None else self.split,
+            skipped=self.skipped,
         )
 
     def exclude(self, ids: set[str]) -> "FaceArrays":
