@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.litefer-installed
 
-.PHONY: venv demo test clean
+.PHONY: venv demo test browser clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -22,5 +22,12 @@ venv: $(STAMP)
 demo: venv
 	$(VENV)/bin/litefer predict --example
 
-test: venv
+# the web-demo test drives Debian's Chromium; install it when we may (root + apt),
+# otherwise that test skips and says why
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "note: chromium not installed; the web-demo browser test will skip"; }
+
+test: venv browser
 	$(PY) -m pytest -q tests

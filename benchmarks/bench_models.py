@@ -122,7 +122,8 @@ def calib_faces(count: int) -> tuple[np.ndarray, dict]:
 
 def bench_model(name: str, args, threads: list[int], workdir: Path, faces: np.ndarray, calib: dict) -> dict:
     import torch
-    from litefer.deploy import count_flops, count_params, fuse
+    from litefer.deploy.fuse import fuse  # the function (the package attribute may be the module)
+    from litefer.deploy.profile import count_flops, count_params
     from litefer.deploy.export import export_model
     from litefer.deploy.onnx_backend import OnnxBackend
     from litefer.deploy.quantize import quantize_onnx
@@ -276,6 +277,8 @@ def main(argv=None) -> int:
             try:
                 rows.append(bench_model(name, args, threads, workdir, faces, calib))
             except Exception as exc:  # keep going: report the failure in the table
+                import traceback
+                traceback.print_exc()
                 print(f"  {name}: FAILED {type(exc).__name__}: {exc}", file=sys.stderr)
                 rows.append({"model": name, "error": f"{type(exc).__name__}: {exc}"[:300]})
     env["loadavg_end"] = os.getloadavg()

@@ -161,7 +161,18 @@ def quantize_onnx(fp32_path: str | os.PathLike, out: str | os.PathLike | None = 
     work = Path(tempfile.mkdtemp(prefix="litefer-quant-"))
     try:
         pre = work / "pre.onnx"
-        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=False)
+        # shape inference + optimisation; ORT's symbolic shape inference fails on some
+        # graphs (e.g. a_mobilenet's), then ONNX's own shape inference alone is used
+        prep = "quant_pre_process"
+        try:
+            quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=False)
+        except Exception:
+            try:
+                quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+                prep = "quant_pre_process (without symbolic shape inference)"
+            except Exception:
+                shutil.copyfile(fp32_path, pre)
+                prep = "none (quant_pre_process failed)"
         q = work / "int8.onnx"
         with contextlib.redirect_stdout(sys.stderr):  # ORT's calibrators print progress; keep stdout clean
             quantize_static(str(pre), str(q), _Reader(x, meta["input"]["name"], bs),
@@ -176,6 +187,7 @@ def quantize_onnx(fp32_path: str | os.PathLike, out: str | os.PathLike | None = 
             "weights": f"int8 symmetric, {'per channel' if per_channel else 'per tensor'}"
                        f"{', 7-bit (reduce_range)' if reduce_range else ''}",
             "activations": "uint8 asymmetric, per tensor", "calibration_method": method,
+            "preprocessing": prep,
             "calibration": calib, "fp32_sha256": file_sha256(fp32_path),
         }
         write_meta(q, qmeta)
