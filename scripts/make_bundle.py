@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import torch
+
 
 from litefer.models.checkpoint import ModelMeta, read_checkpoint, save_safetensors
 from litefer.deploy.profile import count_flops, count_params
@@ -76,7 +76,6 @@ def main() -> None:
             rows.append(f"| {lab} | {r} | {100 * (d.get('precision') or 0):.1f} % | {d.get('support', 0)} |")
         return "\n".join(rows)
 
-    conf = ferplus["confusion_normalized"] if "confusion_normalized" in ferplus else None
     cfg_text = (args.run / "config.yaml").read_text()
     card = f"""# litefer bundled model `{args.name}`
 

@@ -1,7 +1,6 @@
 """Shared test fixtures: the real-data root and small helpers."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np

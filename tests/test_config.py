@@ -11,7 +11,8 @@ from litefer.training.config import (ConfigError, TrainConfig, apply_overrides, 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 TRAIN_CONFIGS = ["default_ferplus", "i_mobilenetv2_fer2013", "i_mobilenetv2_ckplus", "a_mobilenet_ferplus",
-                 "a_mobilenet_rafdb", "lfnsb_rafdb", "lfnsb_affectnet7", "lfnsb_affectnet8", "se_sepnet_fer2013"]
+                 "a_mobilenet_rafdb", "lfnsb_rafdb", "lfnsb_affectnet7", "lfnsb_affectnet8", "se_sepnet_fer2013",
+                 "mini_xception_fer2013"]
 
 
 def _write(tmp_path: Path, text: str, name: str = "exp.yaml") -> Path:
@@ -189,18 +190,12 @@ def test_shipped_configs_state_the_papers_settings():
 
 
 def test_shipped_configs_name_registered_models():
-    """Each config's arch must exist in the model zoo (skipped while a family is a stub)."""
-    try:
-        from litefer.models import list_models
-    except ImportError as exc:
-        pytest.skip(f"model zoo not importable yet: {exc}")
+    """Each config's arch must exist in the model zoo."""
+    from litefer.models import list_models
     known = set(list_models())
-    stubs = [p.name for p in (REPO / "litefer" / "models").glob("*.py") if len(p.read_text().strip()) < 40]
     for name in TRAIN_CONFIGS:
         arch = load_config(CONFIGS / f"{name}.yaml").model.arch
         if arch not in known:
-            if stubs:
-                pytest.skip(f"{arch!r} (configs/{name}.yaml) not registered; model files still stubs: {stubs}")
             pytest.fail(f"configs/{name}.yaml names model {arch!r}, not in the zoo: {sorted(known)}")
 
 
@@ -212,8 +207,7 @@ def test_shipped_configs_build_model_loss_and_transforms(name):
     from litefer.models import list_models
     from litefer.training.trainer import _Step, build_criterion, build_model, build_optimizer, build_transforms
     cfg = load_config(CONFIGS / f"{name}.yaml")
-    if cfg.model.arch not in list_models():
-        pytest.skip(f"{cfg.model.arch} not registered yet")
+    assert cfg.model.arch in list_models()
     torch.manual_seed(0)
     n_cls = cfg.data.num_classes or 7
     model, pre = build_model(cfg, n_cls)

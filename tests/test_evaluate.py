@@ -61,15 +61,6 @@ def arrays_of(images, targets, labels, groups=None, name="toy", split="test"):
 LEVELS3 = [40, 128, 215]
 
 
-def _models_or_skip():
-    try:
-        from litefer.models import list_models
-    except Exception as exc:  # pragma: no cover - depends on the model zoo being importable
-        pytest.skip(f"litefer.models does not import yet: {exc}")
-    if "mini_xception" not in list_models():
-        pytest.skip("registered model mini_xception not available")
-
-
 # ------------------------------------------------------------------------------ evaluate
 def test_evaluate_end_to_end_known_metrics_and_report(tmp_path):
     y_true = [0, 0, 0, 1, 1, 2]
@@ -172,7 +163,6 @@ def _app():
 
 
 def test_cli_evaluate_checkpoint(tmp_path):
-    _models_or_skip()
     ckpt = _save_checkpoint(tmp_path / "tiny.pt")
     excl = tmp_path / "exclude.txt"
     excl.write_text("# audit\nsyn3_000000\nsyn3_000005,blurry\n")
@@ -194,8 +184,7 @@ def test_cli_evaluate_checkpoint(tmp_path):
 
 
 def test_cli_evaluate_safetensors_and_errors(tmp_path):
-    _models_or_skip()
-    from litefer.models.checkpoint import ModelMeta, read_checkpoint, save_safetensors
+    from litefer.models.checkpoint import read_checkpoint, save_safetensors
     meta, state, _ = read_checkpoint(_save_checkpoint(tmp_path / "tiny.pt", labels=("sad", "neutral", "happy")))
     st = save_safetensors(tmp_path / "tiny.safetensors", meta, state)
     app = _app()
@@ -282,7 +271,6 @@ def test_cv_mocked_training_subject_disjoint_and_mean_std(tmp_path):
 
 
 def test_cv_real_trainer_one_epoch(tmp_path):
-    _models_or_skip()
     from litefer.training import train
     calls = []
 
@@ -301,7 +289,6 @@ def test_cv_real_trainer_one_epoch(tmp_path):
 
 
 def test_cli_cv_and_ablate(tmp_path):
-    _models_or_skip()
     import yaml
     cfg = _cv_config().to_dict()
     cfg_path = tmp_path / "tiny.yaml"

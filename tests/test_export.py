@@ -350,12 +350,8 @@ def test_int8_keeps_top1_on_real_faces(subject, tmp_path):
     from litefer.deploy.quantize import quantize_onnx
     test = _fer2013("privatetest")
     if subject == "bundled":
-        try:
-            ckpt = bundled_path("default")
-        except Exception as exc:  # pragma: no cover
-            pytest.skip(str(exc))
-        if not ckpt.is_file():
-            pytest.skip(f"bundled model not present ({ckpt})")
+        ckpt = bundled_path("default")
+        assert ckpt.is_file(), f"the bundled model is missing ({ckpt})"
     else:
         ckpt = _quick_trained_checkpoint(tmp_path / "quick.safetensors")
     fp32 = export_onnx(ckpt, tmp_path / "m.onnx").path

@@ -22,11 +22,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def require_bundled_model() -> None:
-    """Skip (with the reason) while the bundled weights are not in the tree."""
+    """The bundled weights ship with the package: their absence is a failure."""
     from litefer.models.checkpoint import BUNDLED
     p = REPO / "litefer" / "assets" / BUNDLED["default"]
     if not p.is_file():
-        pytest.skip(f"the bundled model {p.relative_to(REPO)} is not in the tree")
+        pytest.fail(f"the bundled model {p.relative_to(REPO)} is missing")
 
 
 def real_photo() -> Path:

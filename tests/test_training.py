@@ -414,10 +414,6 @@ def test_prepare_data_ferplus_default_config():
     from conftest import require_dataset
     from litefer.training import load_config
     require_dataset("ferplus")
-    try:
-        from litefer.data import load_dataset  # noqa: F401
-    except ImportError as exc:
-        pytest.skip(f"dataset readers not available: {exc}")
     from pathlib import Path
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "default_ferplus.yaml")
     s = prepare_data(cfg)

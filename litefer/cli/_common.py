@@ -19,3 +19,18 @@ def echo_json(obj) -> None:
     import json
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
+
+
+def parse_opts(opts) -> dict:
+    """``--opt key=value`` options as a dict (values parsed as YAML: numbers, booleans...)."""
+    import yaml
+    out: dict = {}
+    for text in opts or []:
+        if "=" not in text:
+            raise fail(f"--opt {text!r}: expected key=value")
+        k, v = text.split("=", 1)
+        try:
+            out[k.strip()] = yaml.safe_load(v) if v.strip() else ""
+        except yaml.YAMLError:
+            out[k.strip()] = v
+    return out

@@ -9,28 +9,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import List, Optional
 
 import typer
 
-from litefer.cli._common import console, echo_json, fail
+from litefer.cli._common import console, echo_json, fail, parse_opts
 
 data_app = typer.Typer(help="Dataset readers: list, inspect, audit (duplicates, leakage, blanks), cache.",
                        no_args_is_help=True, add_completion=False)
-
-
-def _parse_opts(opts: List[str]) -> dict[str, Any]:
-    import yaml
-    out: dict[str, Any] = {}
-    for text in opts or []:
-        if "=" not in text:
-            raise fail(f"--opt {text!r}: expected key=value")
-        k, v = text.split("=", 1)
-        try:
-            out[k.strip()] = yaml.safe_load(v) if v.strip() else ""
-        except yaml.YAMLError:
-            out[k.strip()] = v
-    return out
 
 
 def _load(dataset: str, root: Optional[Path], split: Optional[str], opts: dict):
@@ -95,7 +81,7 @@ def info_cmd(
 ) -> None:
     """Load split(s) and print counts per class, image shape, skipped images and load time."""
     from rich.table import Table
-    opts = _parse_opts(opt)
+    opts = parse_opts(opt)
     for sp in _splits_for(dataset, root, split):
         t0 = time.perf_counter()
         a = _load(dataset, root, sp, opts)
@@ -135,7 +121,7 @@ def audit_cmd(
     report class balance, and write an exclusion list (ids, one per line)."""
     from rich.table import Table
     from litefer.data.audit import audit
-    opts = _parse_opts(opt)
+    opts = parse_opts(opt)
     splits = _splits_for(dataset, root, split)
     arrays = {}
     for sp in splits:

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import List, Optional
 
 import typer
 
-from litefer.cli._common import console, echo_json, fail
+from litefer.cli._common import console, echo_json, fail, parse_opts
 
 
 def read_id_list(path: Path) -> set[str]:
@@ -17,20 +17,6 @@ def read_id_list(path: Path) -> set[str]:
         if line:
             ids.add(line.split(",")[0].strip())
     return ids
-
-
-def _parse_opts(opts: List[str]) -> dict[str, Any]:
-    import yaml
-    out = {}
-    for text in opts or []:
-        if "=" not in text:
-            raise fail(f"--opt {text!r}: expected key=value")
-        k, v = text.split("=", 1)
-        try:
-            out[k.strip()] = yaml.safe_load(v) if v.strip() else ""
-        except yaml.YAMLError:
-            out[k.strip()] = v
-    return out
 
 
 def load_eval_data(dataset: str, root: Optional[Path], split: str, opts: dict):
@@ -110,7 +96,7 @@ def register(app: typer.Typer) -> None:
             if not exclude.is_file():
                 raise fail(f"--exclude {exclude}: no such file")
             ids = read_id_list(exclude)
-        arrays = load_eval_data(dataset, root, split, _parse_opts(opt))
+        arrays = load_eval_data(dataset, root, split, parse_opts(opt))
         n0 = len(arrays)
         if ids:
             arrays = arrays.exclude(ids)

@@ -49,17 +49,19 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        table = Table(title="litefer models", caption="MACs = multiply-accumulates of one forward pass "
-                      "at the default input, counted with torch FlopCounterMode (FLOPs = 2 x MACs; "
-                      "element-wise ops not counted). * = paper leaves the size open.")
-        for col, kw in (("name", {"style": "bold", "no_wrap": True}), ("paper", {}), ("input", {"no_wrap": True}),
-                        ("params (M)", {"justify": "right"}), ("GMACs", {"justify": "right"}),
-                        ("paper params (M)", {"justify": "right"})):
+        table = Table(title="litefer models", caption="GMACs: multiply-accumulates per forward pass at the "
+                      "default input, counted (FLOPs = 2 x MACs). paper (M): the paper's parameter count; "
+                      "* = the paper leaves the size open. --json: full references.")
+        for col, kw in (("name", {"style": "bold", "no_wrap": True}), ("input", {"no_wrap": True}),
+                        ("params (M)", {"justify": "right", "no_wrap": True}),
+                        ("GMACs", {"justify": "right", "no_wrap": True}),
+                        ("paper (M)", {"justify": "right", "no_wrap": True}), ("paper", {})):
             table.add_column(col, **kw)
         for r in rows:
             pp = "-" if r["paper_params_m"] is None else f"{r['paper_params_m']:g}"
             if r["paper_params_m"] is not None and not r["paper_defines_arch"]:
                 pp += "*"
-            table.add_row(r["name"], r["paper"], r["input"], f"{r['params_m']:.3f}",
-                          "-" if r["gmacs"] is None else f"{r['gmacs']:.3f}", pp)
+            paper = r["paper"].split(" (")[0]          # short name; --json has the full reference
+            table.add_row(r["name"], r["input"], f"{r['params_m']:.3f}",
+                          "-" if r["gmacs"] is None else f"{r['gmacs']:.3f}", pp, paper)
         Console().print(table)

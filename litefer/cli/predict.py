@@ -22,7 +22,7 @@ import sys
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Iterable, Iterator, List, Optional
+from typing import Any, Iterable, List, Optional
 
 import numpy as np
 import typer

@@ -211,7 +211,7 @@ def ablation_markdown(spec: AblationSpec, rows: list[dict], pending: Sequence[st
     cv = spec.folds >= 2
     lines = [f"# Ablation: {spec.name}\n",
              f"- **base config**: `{spec.base}`" + (f" with `{' '.join(spec.common)}`" if spec.common else ""),
-             f"- **protocol**: " + (f"{spec.folds}-fold cross-validation per variant; test metrics are mean ± std "
+             "- **protocol**: " + (f"{spec.folds}-fold cross-validation per variant; test metrics are mean ± std "
                                      f"over folds" if cv else "one training run per variant; test metrics on the "
                                      "config's test split with the epoch selected on its validation split"),
              "- Δ test acc: percentage points against the first variant"]
