@@ -175,19 +175,23 @@ def litefer_side(model: str, faces: np.ndarray, y: np.ndarray, labels: list[str]
 
 
 def markdown(res: dict) -> str:
-    lf, fr, n = res["litefer"], res["fer"], res["count"]
+    models = res["litefer_models"]
+    lf, fr, n = models[0], res["fer"], res["count"]
     cores = str(res["env"]["cpu"]["logical_cores"])
     lines = [f"FER2013 PrivateTest, {n} faces ({res['selection']}); fer {fr['fer_version']} (TensorFlow "
-             f"{fr['tensorflow']}) in `.venv-fer`; litefer model: {lf.get('arch', '—')} ({res['model_desc']}). "
+             f"{fr['tensorflow']}) in `.venv-fer`; litefer models: "
+             + ", ".join(f"{m.get('arch', '—')} ({m['desc']})" for m in models) + ". "
              f"CPU: {res['env']['cpu']['model']}, {cores} logical cores; load average "
              f"{res['env']['loadavg_start'][0]:.2f} → {res['env']['loadavg_end'][0]:.2f}. Latency: median per face "
              f"at batch 1 after warm-up (ms).", "",
              "| system | input | accuracy | latency 1T | latency all cores |",
              "| --- | --- | ---: | ---: | ---: |"]
-    for name, run in lf.get("runs", {}).items():
-        lat = run["latency_face_b1"]
-        lines.append(f"| litefer {name} | {lf['preprocess']['size']}px crop | {run['accuracy']:.4f} | "
-                     f"{fmt_ms(lat['1']['median'])} | {fmt_ms(lat[cores]['median'])} |")
+    for m in models:
+        tag = "" if len(models) == 1 else f" ({m['desc']})"
+        for name, run in m.get("runs", {}).items():
+            lat = run["latency_face_b1"]
+            lines.append(f"| litefer {name}{tag} | {m['preprocess']['size']}px crop | {run['accuracy']:.4f} | "
+                         f"{fmt_ms(lat['1']['median'])} | {fmt_ms(lat[cores]['median'])} |")
     for mode, run in fr["runs"].items():
         lines.append(f"| fer {mode} | 64px crop | {run['accuracy_crop']:.4f} | — | "
                      f"{fmt_ms(run['latency_face_b1']['median'])} (fer default threads) |")
@@ -216,7 +220,9 @@ def markdown(res: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--count", default="all", help="number of PrivateTest faces (stratified sample), or 'all'")
-    ap.add_argument("--model", default="default", help="litefer checkpoint or bundled name")
+    ap.add_argument("--model", default="default",
+                    help="litefer checkpoint or bundled name; several, comma-separated, are compared in turn "
+                         "(the end-to-end photo timings use the first)")
     ap.add_argument("--fer-python", default=None, help="the .venv-fer interpreter (default .venv-fer/bin/python)")
     ap.add_argument("--detector", default="auto", help="litefer's detector for the photos")
     ap.add_argument("--latency-count", type=int, default=200, help="distinct faces cycled in the latency loop")
@@ -239,9 +245,9 @@ def main(argv=None) -> int:
         selection = f"random sample, seed 0, of {len(ds)}"
     faces, y = ds.images[idx], ds.hard_targets[idx]
     from litefer.models.checkpoint import bundled_path
-    if args.model == "default" and not bundled_path("default").is_file():
+    model_names = [m.strip() for m in args.model.split(",") if m.strip()]
+    if "default" in model_names and not bundled_path("default").is_file():
         raise SystemExit("the bundled model is not there yet: pass --model CHECKPOINT (a trained litefer checkpoint)")
-    model_desc = "bundled default" if args.model == "default" else str(args.model)
 
     from bench_pipeline import default_photos
     photos = default_photos()
@@ -272,7 +278,14 @@ def main(argv=None) -> int:
                 p = np.array(run.pop("pred_ferbox"))
                 run["accuracy_ferbox"] = float(np.where(p >= 0, fer_to_ds[np.maximum(p, 0)] == y, False).mean())
             print(f"fer {run.get('accuracy_crop'):.4f}", file=sys.stderr, flush=True)
-        lf = litefer_side(args.model, faces, y, labels, args, photos, tmp)
+        models = []
+        for i, name in enumerate(model_names):
+            sub = tmp / f"m{i}"
+            sub.mkdir()
+            m = litefer_side(name, faces, y, labels, args, photos if i == 0 else [], sub)
+            m["desc"] = "bundled default" if name == "default" else name
+            models.append(m)
+        lf = models[0]
     env["loadavg_end"] = os.getloadavg()
     ratios = {}
     best = lf["runs"].get("onnx fp32")
@@ -281,8 +294,8 @@ def main(argv=None) -> int:
         ratios["latency per face, fer TFLite / litefer ONNX fp32 (1 thread)"] = \
             tfl["latency_face_b1"]["median"] / best["latency_face_b1"]["1"]["median"]
         ratios["accuracy, litefer ONNX fp32 / fer TFLite (crop)"] = best["accuracy"] / tfl["accuracy_crop"]
-    result = {"env": env, "count": int(len(idx)), "selection": selection, "model_desc": model_desc,
-              "litefer": lf, "fer": fer_res, "ratios": ratios,
+    result = {"env": env, "count": int(len(idx)), "selection": selection,
+              "litefer_models": models, "fer": fer_res, "ratios": ratios,
               "command": " ".join([Path(sys.executable).name, *sys.argv])}
     md = markdown(result)
     if args.json:

@@ -1,6 +1,6 @@
 """Turn a training run into litefer's bundled default model.
 
-    python scripts/make_bundle.py runs/default_ferplus [--name default]
+    python scripts/make_bundle.py runs/default_ferplus [--name default] [--extra choice.md] [--force]
 
 Reads ``<run>/best.pt`` (selected on FER+ PublicTest), evaluates it once with
 ``litefer evaluate`` on FER+ PrivateTest (8 classes, the run's test split) and on
@@ -39,6 +39,8 @@ def main() -> None:
     ap.add_argument("run", type=Path)
     ap.add_argument("--name", default="default")
     ap.add_argument("--force", action="store_true")
+    ap.add_argument("--extra", type=Path, default=None,
+                    help="markdown inserted into the model card before its config (e.g. the candidate comparison)")
     args = ap.parse_args()
 
     ckpt = args.run / "best.pt"
@@ -77,6 +79,7 @@ def main() -> None:
         return "\n".join(rows)
 
     cfg_text = (args.run / "config.yaml").read_text()
+    extra = (args.extra.read_text().strip() + "\n\n") if args.extra else ""
     card = f"""# litefer bundled model `{args.name}`
 
 | | |
@@ -119,7 +122,7 @@ Known limits: 48x48 greyscale input, trained on web photos of mostly frontal fac
 classes (disgust, fear, contempt: a few hundred training images or fewer) have low recall;
 FER2013/FER+ carry the demographic skews of web image search. Not for decisions about people.
 
-## Config
+{extra}## Config
 ```yaml
 {cfg_text.strip()}
 ```

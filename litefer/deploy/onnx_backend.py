@@ -196,13 +196,15 @@ class OnnxBackend:
     ``source``: an ``.onnx`` file (with its sidecar or embedded metadata), or a
     checkpoint path / bundled model name, which is exported once and cached
     (:func:`ensure_onnx`).  ``threads``: ONNX Runtime intra-op threads (None: all cores).
+    ``spin``: let idle ORT threads busy-wait (lowest latency for a classifier running
+    alone; off by default because it starves the face detector in a pipeline).
     Satisfies the ``ClassifierBackend`` protocol: ``predict(batch) -> probs``.
     """
 
     kind = "onnx"
 
     def __init__(self, source: str | os.PathLike = "default", *, threads: Optional[int] = None,
-                 providers: Optional[Sequence[str]] = None):
+                 providers: Optional[Sequence[str]] = None, spin: bool = False):
         path = Path(source)
         if path.suffix.lower() in CHECKPOINT_SUFFIXES or (not path.suffix and not path.exists()):
             path = ensure_onnx(source)  # a checkpoint or a bundled model name
@@ -215,6 +217,10 @@ class OnnxBackend:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.inter_op_num_threads = 1
+        if not spin:
+            # idle ORT threads would otherwise busy-wait and steal the cores that the face
+            # detector needs between two classifier calls (end-to-end pipelines)
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads is not None:
             so.intra_op_num_threads = int(threads)
         self.threads = threads
