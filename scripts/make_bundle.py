@@ -116,7 +116,9 @@ Per class on FER+ PrivateTest:
 
 {recall_rows(ferplus)}
 
-Confusion matrix (row-normalised, FER+ PrivateTest): `{args.name}.confusion.png`.
+Confusion matrix (row-normalised, FER+ PrivateTest):
+
+![confusion matrix]({args.name}.confusion.png)
 
 Known limits: 48x48 greyscale input, trained on web photos of mostly frontal faces; the rare
 classes (disgust, fear, contempt: a few hundred training images or fewer) have low recall;
