@@ -261,6 +261,16 @@ def test_cv_mocked_training_subject_disjoint_and_mean_std(tmp_path):
     assert format_mean_std(expected) in md and "subject-independent" in md
     rows = list(csv.reader(open(tmp_path / "cv" / "cv.csv")))
     assert len(rows) == 1 + 4 + 2 and rows[-2][0] == "mean" and rows[-1][0] == "std"
+    # by default the validation hold-out is image-level (stratified) ...
+    assert any(set(sp.val.groups.tolist()) & set(sp.train.groups.tolist()) for _, sp in seen)
+    # ... with data.val_by_subject it holds out whole subjects, as the trainer does
+    seen.clear()
+    cfg.data.val_by_subject, cfg.data.val_fraction = True, 0.34          # 3 subject folds of 6 subjects
+    cross_validate(cfg, 4, tmp_path / "cv2", arrays=arr, seed=0, train_fn=fake_train)
+    assert len(seen) == 4
+    for _, sp in seen:
+        assert len(sp.val) and not set(sp.val.groups.tolist()) & set(sp.train.groups.tolist())
+        assert len(sp.train) + len(sp.val) + len(sp.test) == n_sub * per
     assert float(rows[-2][7]) == pytest.approx(np.mean(expected))
     assert (tmp_path / "cv" / "confusion.png").stat().st_size > 0
     assert (tmp_path / "cv" / "fold0" / "eval" / "report.md").is_file()

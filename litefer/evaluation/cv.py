@@ -16,8 +16,9 @@ How the folds are made (from the config's ``data.train_split``, the *pool*):
   equal across folds to within one image).
 
 Each fold trains with :func:`litefer.training.train` on the other folds (minus
-``data.exclude`` ids), selects its epoch on the config's validation split (a named split,
-or a stratified ``val_fraction`` hold-out of the training folds) and is then tested once
+``data.exclude`` ids), selects its epoch on the config's validation split (a named split;
+with ``data.val_by_subject`` a hold-out of whole subjects, as the trainer makes it; else a
+stratified ``val_fraction`` hold-out of the training folds) and is then tested once
 on its fold with :func:`litefer.evaluation.evaluate`.  The config each fold runs with is
 the base config plus the overrides (``name`` gets ``-foldI``; for subject folds
 ``data.folds``/``data.fold`` are set, so each fold's ``config.yaml`` reproduces it).
@@ -202,7 +203,7 @@ def cross_validate(cfg, folds: Optional[int] = None, out_dir: str | Path | None 
     """
     from litefer.evaluation.predict import evaluate
     from litefer.training import DataSplits, apply_overrides, train as _train
-    from litefer.training.trainer import read_exclude_list, stratified_holdout
+    from litefer.training.trainer import read_exclude_list, stratified_holdout, subject_folds
 
     train_fn = train_fn or _train
     say = log or (lambda msg: None)
@@ -242,6 +243,13 @@ def cross_validate(cfg, folds: Optional[int] = None, out_dir: str | Path | None 
         if named_val is not None:
             val_arr = named_val
             val_desc = cfg.data.val_split
+        elif cfg.data.val_by_subject and train_arr.groups is not None:
+            # as the trainer does: hold out whole subjects (the frames of one person or
+            # sequence are near-duplicates; an image-level hold-out would flatter selection)
+            kv = max(2, int(round(1.0 / cfg.data.val_fraction)))
+            a, b = subject_folds(train_arr.groups, kv, cfg.data.val_seed + 7919, 0, "cv")
+            val_arr, train_arr = train_arr.subset(b, split="holdout"), train_arr.subset(a)
+            val_desc = f"subject hold-out (1 of {kv} subject folds) of the training folds"
         else:
             a, b = stratified_holdout(train_arr.hard_targets, cfg.data.val_fraction, cfg.data.val_seed)
             val_arr, train_arr = train_arr.subset(b, split="holdout"), train_arr.subset(a)
