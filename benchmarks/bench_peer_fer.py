@@ -5,7 +5,7 @@ Both classify the same FER2013 PrivateTest faces (48x48 grey crops, read with
 ``litefer.data.load_dataset("fer2013", split="privatetest")``), and both run their
 whole pipeline (detection → crop → classification) on the same real photos (those
 of ``bench_pipeline.py``).  ``fer`` runs in its own virtual environment (never a
-litefer dependency; see /work/shared/PEERS.md), in a subprocess of that interpreter:
+litefer dependency; see ``../shared/PEERS.md`` next to the repository), in a subprocess of that interpreter:
 
     python3 -m venv .venv-fer
     .venv-fer/bin/pip install fer tensorflow-cpu "setuptools<81" "opencv-contrib-python<5" "opencv-python<5"
@@ -165,7 +165,7 @@ def litefer_side(model: str, faces: np.ndarray, y: np.ndarray, labels: list[str]
     from litefer.deploy.recognizer import Recognizer
     from litefer.vision.io import load_image
     out["photos"] = {}
-    for name, src, kw in (("torch", model, {}), ("onnx", str(onnx_path), {})):
+    for name, src, kw in (("torch", model, {}), ("onnx", str(onnx_path), {})) if photos else ():
         rec = Recognizer.from_pretrained(src, detector=args.detector, backend=name, **kw)
         rows = []
         for pname, data in photos:

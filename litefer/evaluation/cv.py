@@ -203,7 +203,7 @@ def cross_validate(cfg, folds: Optional[int] = None, out_dir: str | Path | None 
     """
     from litefer.evaluation.predict import evaluate
     from litefer.training import DataSplits, apply_overrides, train as _train
-    from litefer.training.trainer import read_exclude_list, stratified_holdout, subject_folds
+    from litefer.training.trainer import read_exclude_list, stratified_holdout, subject_holdout
 
     train_fn = train_fn or _train
     say = log or (lambda msg: None)
@@ -243,11 +243,10 @@ def cross_validate(cfg, folds: Optional[int] = None, out_dir: str | Path | None 
         if named_val is not None:
             val_arr = named_val
             val_desc = cfg.data.val_split
-        elif cfg.data.val_by_subject and train_arr.groups is not None:
-            # as the trainer does: hold out whole subjects (the frames of one person or
-            # sequence are near-duplicates; an image-level hold-out would flatter selection)
-            kv = max(2, int(round(1.0 / cfg.data.val_fraction)))
-            a, b = subject_folds(train_arr.groups, kv, cfg.data.val_seed + 7919, 0, "cv")
+        elif cfg.data.val_by_subject:
+            if train_arr.groups is None:
+                raise CVError(f"data.val_by_subject: {cfg.data.dataset!r} has no subject ids to hold out")
+            a, b, kv = subject_holdout(train_arr.groups, cfg.data.val_fraction, cfg.data.val_seed, "cv")
             val_arr, train_arr = train_arr.subset(b, split="holdout"), train_arr.subset(a)
             val_desc = f"subject hold-out (1 of {kv} subject folds) of the training folds"
         else:

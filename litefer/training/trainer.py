@@ -237,6 +237,16 @@ def subject_folds(groups: np.ndarray, k: int, seed: int, fold: int,
         raise ConfigError(str(exc), source, "data.folds") from None
 
 
+def subject_holdout(groups: np.ndarray, val_fraction: float, val_seed: int,
+                    source: str = "config") -> tuple[np.ndarray, np.ndarray, int]:
+    """(train_idx, val_idx, k): whole subjects held out for validation, one of ``k`` subject
+    folds with ``k = round(1 / val_fraction)`` (the frames of one person are near-duplicates,
+    so an image-level hold-out would flatter model selection)."""
+    k = max(2, int(round(1.0 / val_fraction)))
+    tr, va = subject_folds(groups, k, val_seed + 7919, 0, source)
+    return tr, va, k
+
+
 def _load_split(cfg: TrainConfig, split: str, role: str) -> FaceArrays:
     d = cfg.data
     if d.dataset == "synthetic":
@@ -303,8 +313,7 @@ def prepare_data(cfg: TrainConfig) -> DataSplits:
     elif d.val_by_subject:
         if train.groups is None:
             raise ConfigError(f"{d.dataset!r} has no subject ids to hold out", _src(cfg), "data.val_by_subject")
-        k = max(2, int(round(1.0 / d.val_fraction)))
-        tr, va = subject_folds(train.groups, k, d.val_seed + 7919, 0, _src(cfg))
+        tr, va, k = subject_holdout(train.groups, d.val_fraction, d.val_seed, _src(cfg))
         val = train.subset(va, split="holdout")
         train = train.subset(tr)
         info["val_split"] = (f"subject hold-out (1 of {k} subject folds) of {d.train_split} "
