@@ -1,6 +1,7 @@
 """evaluate / TTA / reports / CLI / cross-validation / ablation on tiny synthetic problems."""
 from __future__ import annotations
 
+import copy
 import csv
 import json
 from pathlib import Path
@@ -15,7 +16,7 @@ from typer.testing import CliRunner
 
 from litefer.data.base import FaceArrays
 from litefer.evaluation import evaluate, predict_proba
-from litefer.evaluation.cv import cross_validate
+from litefer.evaluation.cv import CVError, cross_validate
 from litefer.evaluation.metrics import format_mean_std
 from litefer.labels import FER2013, FERPLUS8
 
@@ -265,8 +266,9 @@ def test_cv_mocked_training_subject_disjoint_and_mean_std(tmp_path):
     assert any(set(sp.val.groups.tolist()) & set(sp.train.groups.tolist()) for _, sp in seen)
     # ... with data.val_by_subject it holds out whole subjects, as the trainer does
     seen.clear()
-    cfg.data.val_by_subject, cfg.data.val_fraction = True, 0.34          # 3 subject folds of 6 subjects
-    cross_validate(cfg, 4, tmp_path / "cv2", arrays=arr, seed=0, train_fn=fake_train)
+    subj_cfg = copy.deepcopy(cfg)
+    subj_cfg.data.val_by_subject, subj_cfg.data.val_fraction = True, 0.34   # 3 subject folds of 6 subjects
+    cross_validate(subj_cfg, 4, tmp_path / "cv_subj", arrays=arr, seed=0, train_fn=fake_train)
     assert len(seen) == 4
     for _, sp in seen:
         assert len(sp.val) and not set(sp.val.groups.tolist()) & set(sp.train.groups.tolist())
@@ -278,6 +280,8 @@ def test_cv_mocked_training_subject_disjoint_and_mean_std(tmp_path):
     arr.groups = None
     rep = cross_validate(cfg, 3, tmp_path / "cv2", arrays=arr, train_fn=fake_train)
     assert not rep.by_subject and "stratified" in (tmp_path / "cv2" / "cv.md").read_text()
+    with pytest.raises(CVError, match="no subject ids"):
+        cross_validate(subj_cfg, 3, tmp_path / "cv3", arrays=arr, train_fn=fake_train)
 
 
 def test_cv_real_trainer_one_epoch(tmp_path):
