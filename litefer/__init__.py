@@ -1,7 +1,7 @@
 """litefer: lightweight facial expression recognition."""
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from litefer._version import __version__
 
 __all__ = ["__version__", "Recognizer", "create_model", "list_models"]
 

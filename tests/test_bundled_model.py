@@ -12,18 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import require_dataset
+from conftest import EXAMPLE, EXAMPLE_LABEL, REPO, bundled_names, require_bundled_model, require_dataset
 
-REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "litefer" / "assets" / "default.safetensors"
-EXAMPLE = REPO / "litefer" / "assets" / "example.jpg"
 CLEAR = ("happy", "surprise", "neutral")   # the classes with enough unanimous test faces
 
 
 @pytest.fixture(scope="module")
 def rec():
-    if not BUNDLE.is_file():
-        pytest.fail(f"the bundled model is missing: {BUNDLE}")
+    require_bundled_model()
     from litefer.deploy.recognizer import Recognizer
     from litefer.vision.detect import DetectorUnavailable
     try:
@@ -46,22 +43,73 @@ def clear_faces():
     return out
 
 
+def _stated_metrics() -> list[tuple[str, str, dict]]:
+    """(bundled name, "<dataset>_<split>", metrics) for every metric set a bundle states."""
+    from litefer.models.checkpoint import load_model
+    out = []
+    for name in bundled_names():
+        require_bundled_model(name)
+        _, meta = load_model(name)
+        for key, m in meta.extra.get("metrics", {}).items():
+            out.append((name, key, m))
+    return out
+
+
 def test_bundled_model_metadata_and_size():
     from litefer.models.checkpoint import load_model
-    model, meta = load_model("default")
-    assert BUNDLE.stat().st_size < 5 * 2**20                       # a few MB at most
-    assert set(meta.labels) <= {"neutral", "happy", "surprise", "sad", "angry", "disgust", "fear", "contempt"}
-    metrics = meta.extra.get("metrics", {})
-    assert metrics, "the bundle carries its test metrics"
+    for name in bundled_names():
+        path = require_bundled_model(name)
+        model, meta = load_model(name)
+        assert path.stat().st_size < 5 * 2**20                       # a few MB at most
+        assert set(meta.labels) <= {"neutral", "happy", "surprise", "sad", "angry", "disgust", "fear", "contempt"}
+        metrics = meta.extra.get("metrics", {})
+        assert metrics, f"bundled {name!r} carries no test metrics"
+        for key, m in metrics.items():
+            dataset, _, split = key.rpartition("_")
+            assert dataset and split, f"bundled {name!r}: metrics key {key!r} is not <dataset>_<split>"
+            assert {"n", "accuracy", "macro_f1"} <= set(m), (name, key, m)
     card = (REPO / "litefer" / "assets" / "MODEL_CARD.md").read_text()
     assert "non-commercial" in card and "PrivateTest" in card
+
+
+def test_model_card_states_the_bundled_metrics():
+    """The card's headline table is the metadata's numbers (rounded as printed)."""
+    card = (REPO / "litefer" / "assets" / "MODEL_CARD.md").read_text()
+    stated = [(k, m) for name, k, m in _stated_metrics() if name == "default"]
+    assert stated
+    for key, m in stated:
+        row = [ln for ln in card.splitlines() if ln.startswith("|") and f"| {m['n']} |" in ln]
+        assert row, f"MODEL_CARD.md has no results row with {m['n']} images ({key})"
+        assert f"{100 * m['accuracy']:.2f} %" in row[0] and f"{100 * m['macro_f1']:.2f} %" in row[0], (key, row[0])
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("name,key", [(n, k) for n, k, _ in _stated_metrics()])
+def test_bundled_metrics_are_reproduced_exactly(name, key):
+    """Re-measure each bundled model on each test set its metadata reports: the same number
+    of images, the same accuracy and macro-F1 (counts of the same predictions, so exactly)."""
+    from litefer.data import load_dataset
+    from litefer.evaluation import evaluate
+    from litefer.models.checkpoint import load_model
+    _, meta = load_model(name)
+    stated = meta.extra["metrics"][key]
+    dataset, _, split = key.rpartition("_")
+    require_dataset(dataset)
+    opts = {"label_mode": "majority", "num_classes": len(meta.labels)} if dataset == "ferplus" else {}
+    res = evaluate(name, load_dataset(dataset, split=split, **opts), device="cpu")
+    got = res.metrics
+    assert got["n"] == stated["n"], f"{name} on {key}: {got['n']} images, the bundle states {stated['n']}"
+    assert got["accuracy"] == pytest.approx(stated["accuracy"], rel=0, abs=1e-9), (got["accuracy"], stated)
+    assert got["macro_f1"] == pytest.approx(stated["macro_f1"], rel=0, abs=1e-9), (got["macro_f1"], stated)
+    if "mean_class_acc" in stated:
+        assert got["mean_class_acc"] == pytest.approx(stated["mean_class_acc"], rel=0, abs=1e-9)
 
 
 def test_example_photo_is_one_happy_face(rec):
     faces = rec(str(EXAMPLE))
     assert len(faces) == 1
     f = faces[0]
-    assert f.label == "happy" and f.score > 0.5, f.probs
+    assert f.label == EXAMPLE_LABEL and f.score > 0.5, f.probs
     assert f.landmarks is not None and len(f.landmarks) == 5
 
 
@@ -71,7 +119,7 @@ def test_cli_example_prints_the_happy_face():
     r = CliRunner().invoke(app, ["predict", "--example"])
     assert r.exit_code == 0, r.output
     (line,) = [json.loads(x) for x in r.stdout.splitlines() if x.strip()]
-    assert [f["label"] for f in line["faces"]] == ["happy"]
+    assert [f["label"] for f in line["faces"]] == [EXAMPLE_LABEL]
 
 
 def test_clear_crops_without_detection(rec, clear_faces):

@@ -6,38 +6,16 @@ import socket
 
 import pytest
 import torch
-import torch.nn as nn
 
 TINY = "litefer_test_ddp_tiny"
-
-
-class _Tiny(nn.Module):
-    def __init__(self, num_classes: int = 4, in_chans: int = 1, drop_rate: float = 0.0):
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(in_chans, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU(),
-                                  nn.AdaptiveAvgPool2d(4), nn.Flatten())
-        self.num_features = 128
-        self.drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(128, num_classes)
-
-    def forward_features(self, x):
-        return self.body(x)
-
-    def forward_head(self, f):
-        return self.head(self.drop(f))
-
-    def forward(self, x):
-        return self.forward_head(self.forward_features(x))
 
 
 def _worker(rank: int, world: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    from litefer.models._registry import _REGISTRY, register_model
-    if TINY not in _REGISTRY:
-        register_model(TINY, paper="test", default_input=(1, 24))(
-            lambda num_classes=4, in_chans=1, **kw: _Tiny(num_classes, in_chans, **kw))
+    from fixtures.models import ensure_registered
+    ensure_registered(TINY)     # this spawned process exits after the run: nothing to clean up
     from litefer.training import config_from_dict, train
     cfg = config_from_dict({
         "data": {"dataset": "synthetic", "num_classes": 4, "val_split": "val", "test_split": "test",
@@ -65,8 +43,8 @@ def test_two_process_gloo_training_keeps_ranks_identical(tmp_path):
         pytest.skip("torch.distributed not available")
     import torch.multiprocessing as mp
     mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
-    r0 = torch.load(tmp_path / "rank0.pt", weights_only=False)
-    r1 = torch.load(tmp_path / "rank1.pt", weights_only=False)
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     for k in r0["state"]:
         assert torch.equal(r0["state"][k], r1["state"][k]), k      # parameters and BN statistics
     strip = lambda h: [{k: v for k, v in r.items() if k not in ("time_s", "images_per_s")} for r in h]  # noqa: E731
@@ -78,5 +56,5 @@ def test_two_process_gloo_training_keeps_ranks_identical(tmp_path):
     from litefer.models.checkpoint import read_checkpoint
     _, state, _ = read_checkpoint(tmp_path / "best.pt")
     assert all(torch.equal(state[k], r0["state"][k]) for k in state)
-    last = torch.load(tmp_path / "last.pt", weights_only=False)
+    last = torch.load(tmp_path / "last.pt", weights_only=True)
     assert last["training_state"]["world_size"] == 2 and len(last["training_state"]["rng_per_rank"]) == 2

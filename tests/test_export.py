@@ -29,39 +29,12 @@ from litefer.models import create_model, list_models, model_info
 from litefer.models.checkpoint import ModelMeta, bundled_path, save_safetensors
 
 from conftest import REPO, require_dataset
+from fixtures.models import randomise
 
 ATOL = 1e-4
 FER7 = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 #: int8 must keep this share of fp32's top-1 predictions on real test faces
 INT8_AGREEMENT = {"bundled": 0.97, "quick": 0.93}
-
-
-def randomise(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Give a fresh model non-trivial weights and BatchNorm statistics (eval-mode outputs
-    of order 1), so that parity at 1e-4 is a real check of fusion and export."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
-                n = m.num_features
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(n, generator=g) * 1.0 + 0.5)
-                if m.affine:
-                    m.weight.copy_(torch.rand(n, generator=g) * 1.0 + 0.5)
-                    m.bias.copy_(torch.randn(n, generator=g) * 0.1)
-        for p in model.parameters():
-            if p.dim() >= 1 and float(p.abs().max()) == 0.0:  # zero-initialised layers
-                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-        model.eval()
-        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-        if linears:  # scale the classifier so that the logits are of order 1
-            c, s = model.default_input
-            peak = float(model(torch.randn(4, c, s, s, generator=g)).abs().max())
-            if 0 < peak < 1:
-                linears[-1].weight.mul_(2.0 / peak)
-                if linears[-1].bias is not None:
-                    linears[-1].bias.mul_(2.0 / peak)
-    return model
 
 
 def toy_meta(name: str, model: nn.Module, labels=FER7) -> dict:

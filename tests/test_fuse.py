@@ -9,6 +9,8 @@ from litefer.deploy import count_modules, count_params, fuse
 from litefer.models import create_model, list_models, model_info
 from litefer.models.layers import ConvBNAct, RepVGGDW, SeparableConv2d, SpatialBias
 
+from fixtures.models import randomise_bn as _randomize_bn
+
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 
@@ -18,19 +20,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
-
-
-def _randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial running statistics and affine terms, so folding has work to do."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, _BN):
-            n = m.num_features
-            m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(n, generator=g) - 0.5)
-    return model
 
 
 def _n_bn(model: nn.Module) -> int:

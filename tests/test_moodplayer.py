@@ -15,16 +15,10 @@ from litefer.apps.moodplayer import (DryRunPlayer, MoodMapError, MoodPlayer, Moo
                                      track_duration, video_frames)
 from litefer.labels import CANONICAL
 
+from conftest import EXAMPLE_LABEL, real_photo, require_bundled_model
+
 REPO = Path(__file__).resolve().parents[1]
 LABELS7 = list(CANONICAL[:7])
-
-
-def require_bundled_model() -> None:
-    """The bundled weights ship with the package: their absence is a failure."""
-    from litefer.models.checkpoint import BUNDLED
-    p = REPO / "litefer" / "assets" / BUNDLED["default"]
-    if not p.is_file():
-        pytest.fail(f"the bundled model {p.relative_to(REPO)} is missing")
 
 
 def probs_for(label: str, p: float = 0.7) -> dict[str, float]:
@@ -317,14 +311,6 @@ def test_system_player_choice():
 # ------------------------------------------------------------------ real video, real model
 
 
-def real_photo() -> Path:
-    p = REPO / "litefer" / "assets" / "example.jpg"
-    if p.is_file():
-        return p
-    matplotlib = pytest.importorskip("matplotlib", reason="no real photo: matplotlib not installed")
-    return Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
-
-
 def make_video(path: Path, photo: Path, seconds: float = 3.0, fps: int = 8) -> Path:
     """An MJPG video of the real photo drifting slowly (so frames differ)."""
     import cv2
@@ -393,7 +379,7 @@ def test_cli_dry_run_on_a_real_video(tmp_path, music):
     assert lines, r.output
     first = lines[0]
     assert first["event"] == "play" and first["reason"] == "start" and first["t"] == pytest.approx(1.0)
-    assert first["mood"] == "happy" and 0.5 < first["confidence"] <= 1     # the smiling astronaut
+    assert first["mood"] == EXAMPLE_LABEL and 0.5 < first["confidence"] <= 1     # the smiling astronaut
     assert first["track"].startswith("upbeat/") and (music / first["track"]).is_file()
     # one still face, one mood: no switching afterwards
     assert all(d["mood"] == first["mood"] for d in lines)

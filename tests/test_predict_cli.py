@@ -15,8 +15,7 @@ from typer.testing import CliRunner
 from litefer.labels import FER2013
 from litefer.vision import create_detector, DetectorUnavailable
 
-REPO = Path(__file__).resolve().parents[1]
-EXAMPLE = REPO / "litefer" / "assets" / "example.jpg"
+from conftest import EXAMPLE, EXAMPLE_LABEL
 
 
 def _app() -> typer.Typer:
@@ -232,3 +231,62 @@ def test_webcam_without_display_is_a_clear_error(app, ckpt, monkeypatch):
     monkeypatch.setattr(pred, "has_display", lambda: False)
     r = run(app, ["--webcam", "0"], ckpt)
     assert r.exit_code == 1 and "needs a display" in said(r) and "Traceback" not in r.output
+
+
+# ------------------------------------------------------------------ the real model, both backends
+
+
+def test_onnx_backend_for_real(app, bundled_onnx):
+    """`--backend onnx` on the bundled model's real ONNX export: the known answer, and the same
+    probabilities as the torch backend on the bundled checkpoint."""
+    by_onnx = CliRunner().invoke(app, ["predict", str(EXAMPLE), "--model", str(bundled_onnx), "--backend", "onnx"])
+    by_torch = CliRunner().invoke(app, ["predict", str(EXAMPLE), "--model", "default", "--backend", "torch"])
+    assert by_onnx.exit_code == 0, by_onnx.output
+    assert by_torch.exit_code == 0, by_torch.output
+    (o,), (t,) = lines(by_onnx), lines(by_torch)
+    assert [f["label"] for f in o["faces"]] == [f["label"] for f in t["faces"]] == [EXAMPLE_LABEL]
+    np.testing.assert_allclose(list(o["faces"][0]["probs"].values()), list(t["faces"][0]["probs"].values()),
+                               atol=1e-4)
+    assert o["faces"][0]["box"] == pytest.approx(t["faces"][0]["box"], abs=1e-3)
+    r = CliRunner().invoke(app, ["predict", str(EXAMPLE), "--model", str(bundled_onnx), "--backend", "tflite"])
+    assert r.exit_code == 2 and "torch or onnx" in said(r)
+
+
+# ------------------------------------------------------------------ options: frames, --video, recursion
+
+
+def test_max_frames_stops_a_video(app, ckpt, tmp_path):
+    clip = make_clip(tmp_path / "pan.mp4", frames=10)
+    r = run(app, [clip, "--out", tmp_path / "o", "--max-frames", "4"], ckpt)
+    assert r.exit_code == 0, r.output
+    (rec,) = lines(r)
+    assert rec["video"]["processed"] == 4
+    rows = list(csv.DictReader(open(tmp_path / "o" / "pan.frames.csv", encoding="utf-8")))
+    assert [int(x["frame"]) for x in rows] == [0, 1, 2, 3]
+    assert count_frames(tmp_path / "o" / "pan.annotated.mp4") == 4
+
+
+def test_video_flag_reads_a_file_without_a_video_extension(app, ckpt, tmp_path):
+    clip = make_clip(tmp_path / "pan.mp4", frames=3)
+    odd = clip.rename(tmp_path / "recording.dat")
+    # as an image it is not one: a per-file error
+    r = run(app, [odd], ckpt)
+    assert r.exit_code == 1 and "recording.dat" in r.stderr and lines(r) == []
+    r = run(app, [odd, "--video", "--out", tmp_path / "o"], ckpt)
+    assert r.exit_code == 0, r.output
+    (rec,) = lines(r)
+    assert rec["video"]["frames"] == 3 and rec["video"]["processed"] == 3
+    assert (tmp_path / "o" / "recording.frames.csv").is_file()
+
+
+def test_no_recursive_leaves_sub_folders_out(app, ckpt, tmp_path):
+    d = tmp_path / "in"
+    (d / "sub").mkdir(parents=True)
+    shutil.copy(EXAMPLE, d / "top.jpg")
+    shutil.copy(EXAMPLE, d / "sub" / "deep.jpg")
+    r = run(app, [d], ckpt)
+    assert r.exit_code == 0, r.output
+    assert sorted(Path(x["path"]).name for x in lines(r)) == ["deep.jpg", "top.jpg"]
+    r = run(app, [d, "--no-recursive"], ckpt)
+    assert r.exit_code == 0, r.output
+    assert [Path(x["path"]).name for x in lines(r)] == ["top.jpg"]

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +12,7 @@ from PIL import Image
 from litefer.labels import FER2013
 from litefer.vision import DetectorUnavailable, Face, ImageLoadError, load_image
 
-REPO = Path(__file__).resolve().parents[1]
-EXAMPLE = REPO / "litefer" / "assets" / "example.jpg"
-EXAMPLE_FACE = (172, 60, 275, 178)
+from conftest import EXAMPLE, EXAMPLE_FACE, EXAMPLE_LABEL, REPO
 
 
 def save_ckpt(path: Path, channels: int, size: int, crop: str, seed: int = 0) -> Path:
@@ -158,8 +155,13 @@ def test_aligned112_three_channel_model(a112_ckpt, example):
     check_result(faces[0])
     batch = seen[0]
     assert batch.shape == (1, 3, 112, 112)
-    # the crop is the aligned face: colour kept, normalised with mean 0.5 / std 0.25
-    assert batch.min() >= -2.0 - 1e-6 and batch.max() <= 2.0 + 1e-6
+    # the model receives the aligned crop of the detected face, colour kept, normalised with
+    # the checkpoint's mean 0.5 / std 0.25
+    from litefer.vision.align import crop_face
+    (det,) = rec.detector.detect(example)
+    crop = crop_face(example, "aligned112", 112, landmarks=det.landmarks, box=det.box)
+    expected = (crop.astype(np.float32).transpose(2, 0, 1) / 255.0 - 0.5) / 0.25
+    np.testing.assert_allclose(batch[0], expected, atol=1e-5)
     assert not np.allclose(batch[0, 0], batch[0, 2])
 
 
@@ -214,33 +216,41 @@ def test_torch_backend_and_make_backend_errors(fer_ckpt):
         make_backend("torch", "/nonexistent/model.safetensors")
 
 
-def test_onnx_backend_is_imported_lazily(monkeypatch, example):
-    """make_backend('onnx', path) builds litefer.deploy.onnx_backend.OnnxBackend(path)."""
-    made = []
+def test_onnx_backend_is_imported_lazily():
+    """Importing the Recognizer loads neither ONNX Runtime nor the ONNX backend module."""
+    import subprocess
+    code = ("import sys, litefer, litefer.deploy.recognizer, litefer.deploy.backends\n"
+            "bad = [m for m in ('onnxruntime', 'onnx', 'litefer.deploy.onnx_backend') if m in sys.modules]\n"
+            "assert not bad, bad\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
-    class FakeOnnx:
-        kind = "onnx"
 
-        def __init__(self, source, **kw):
-            made.append((source, kw))
-            self.labels = list(FER2013)
-            self.preprocess = {"channels": 1, "size": 48, "mean": [0.5], "std": [0.5], "crop": "fer"}
-            self.meta = {"arch": "mini_xception", "labels": self.labels, "preprocess": self.preprocess}
-
-        def predict(self, batch):
-            p = np.zeros((len(batch), 7), np.float32)
-            p[:, 3] = 1.0
-            return p
-
-    mod = types.ModuleType("litefer.deploy.onnx_backend")
-    mod.OnnxBackend = FakeOnnx
-    monkeypatch.setitem(sys.modules, "litefer.deploy.onnx_backend", mod)
+def test_onnx_and_torch_recognizers_agree_on_the_example_photo(bundled_onnx):
+    """The real bundled model exported to ONNX: the same face, the same known answer, the
+    same probabilities as the torch backend (within float tolerance)."""
     from litefer.deploy.backends import make_backend
+    from litefer.deploy.onnx_backend import OnnxBackend
     from litefer.deploy.recognizer import Recognizer
-    assert isinstance(make_backend("onnx", "m.onnx"), FakeOnnx) and made[-1][0] == "m.onnx"
-    rec = Recognizer.from_pretrained("m.onnx", detector=None)        # .onnx implies the onnx backend
-    assert rec.backend_name == "onnx" and rec.meta.arch == "mini_xception"
-    assert rec(example)[0].label == "happy"
+    assert isinstance(make_backend("onnx", bundled_onnx), OnnxBackend)
+    try:
+        by_torch = Recognizer.from_pretrained("default", backend="torch")
+    except DetectorUnavailable as exc:
+        pytest.skip(f"no face detector installed ({exc})")
+    by_onnx = Recognizer.from_pretrained(bundled_onnx, backend="auto")   # .onnx implies the onnx backend
+    assert by_torch.backend_name == "torch" and by_onnx.backend_name == "onnx"
+    assert by_onnx.meta.arch == by_torch.meta.arch and by_onnx.labels == by_torch.labels
+    assert by_onnx.meta.preprocess == by_torch.meta.preprocess
+    (t,), (o,) = by_torch(EXAMPLE), by_onnx(EXAMPLE)
+    assert t.label == o.label == EXAMPLE_LABEL
+    assert np.allclose(t.box, o.box)                                   # the same detector, the same face
+    np.testing.assert_allclose(list(o.probs.values()), list(t.probs.values()), atol=1e-4)
+    # without detection too, and as a batch
+    whole_t, whole_o = Recognizer(by_torch.backend, None), Recognizer(by_onnx.backend, None)
+    img = load_image(EXAMPLE)
+    crops = [img[60:178, 170:280], img[::2, ::2], img]
+    for a, b in zip(whole_t(crops), whole_o(crops)):
+        np.testing.assert_allclose(list(b[0].probs.values()), list(a[0].probs.values()), atol=1e-4)
 
 
 def test_real_recognizer_behind_the_http_service(rec):

@@ -5,6 +5,7 @@ import io
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -18,30 +19,9 @@ from fastapi.testclient import TestClient  # noqa: E402
 from litefer.apps.service import create_app, decode_image, sniff_image_type, ApiError  # noqa: E402
 from litefer.labels import CANONICAL  # noqa: E402
 
+from conftest import EXAMPLE_LABEL, real_photo, require_bundled_model  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def require_bundled_model() -> None:
-    """The bundled weights ship with the package: their absence is a failure."""
-    from litefer.models.checkpoint import BUNDLED
-    p = REPO / "litefer" / "assets" / BUNDLED["default"]
-    if not p.is_file():
-        pytest.fail(f"the bundled model {p.relative_to(REPO)} is missing")
-
-
-def real_photo() -> Path:
-    """A real photo with one face: the bundled example, else matplotlib's sample."""
-    p = REPO / "litefer" / "assets" / "example.jpg"
-    if p.is_file():
-        return p
-    try:
-        import matplotlib
-    except ImportError:
-        pytest.skip("no real photo: litefer/assets/example.jpg absent and matplotlib not installed")
-    p = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
-    if not p.is_file():
-        pytest.skip(f"no real photo: {p} absent")
-    return p
 
 
 class FakeFace:
@@ -247,7 +227,7 @@ def test_api_key(fake):
 
 def test_models_health_openapi_and_page(client):
     h = client.get("/healthz").json()
-    assert h == {"status": "ok", "model": "fake", "model_loaded": True}
+    assert {k: h[k] for k in ("status", "model", "model_loaded")} == {"status": "ok", "model": "fake", "model_loaded": True}
     m = client.get("/v1/models").json()
     assert m["default"] == "fake" and m["models"][0]["labels"] == FakeRecognizer.labels
     assert m["max_upload_bytes"] == 200_000 and "image/jpeg" in m["accepted_types"]
@@ -285,23 +265,76 @@ def test_concurrent_requests_share_one_model_loaded_once():
 
 
 def test_pool_of_workers_runs_in_parallel():
+    """Two workers serve two requests at the same time: each call waits at a barrier that
+    opens only when the other worker is inside a call too (serialised calls would break it)."""
+    barrier = threading.Barrier(2, timeout=60)
     recs = []
 
+    class Meeting(FakeRecognizer):
+        def __call__(self, image):
+            barrier.wait()
+            return super().__call__(image)
+
     def loader():
-        recs.append(FakeRecognizer(delay=0.1))
+        recs.append(Meeting())
         return recs[-1]
 
     app = create_app(loader=loader, workers=2)
     data = jpeg_bytes()
     with TestClient(app) as c:
-        t0 = time.perf_counter()
         with ThreadPoolExecutor(4) as ex:
             rs = list(ex.map(lambda _: c.post("/v1/predict", content=data), range(4)))
-        dt = time.perf_counter() - t0
-    assert all(r.status_code == 200 for r in rs)
+    assert [r.status_code for r in rs] == [200] * 4, [r.text for r in rs]
     assert len(recs) == 2 and sum(r.calls for r in recs) == 4
-    assert all(r.max_active == 1 for r in recs)
-    assert dt < 0.38  # 4 x 0.1 s serialised would take >= 0.4 s
+    assert all(r.max_active == 1 for r in recs)          # one instance never serves two requests at once
+    assert not barrier.broken
+
+
+class Blocking(FakeRecognizer):
+    """Holds each call until ``gate`` is set; ``entered`` says a call is running."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate, self.entered = threading.Event(), threading.Event()
+
+    def __call__(self, image):
+        self.entered.set()
+        assert self.gate.wait(60)
+        return super().__call__(image)
+
+
+def test_busy_is_503_with_retry_after_when_workers_and_queue_are_full():
+    from litefer.apps.service import ServiceLimits
+    rec = Blocking()
+    app = create_app(recognizer=rec, limits=ServiceLimits(queue_size=0))
+    with TestClient(app) as c:
+        with ThreadPoolExecutor(1) as ex:
+            first = ex.submit(c.post, "/v1/predict", content=jpeg_bytes())
+            assert rec.entered.wait(60)
+            h = c.get("/healthz").json()
+            assert h["status"] == "saturated" and h["running"] == 1 and h["queued"] == 0
+            r = c.post("/v1/predict", content=jpeg_bytes())
+            _err(r, 503, "busy")
+            assert int(r.headers["retry-after"]) >= 1
+            rec.gate.set()
+            assert first.result().status_code == 200
+        h = c.get("/healthz").json()
+        assert h["status"] == "ok" and h["running"] == 0
+        assert h["counters"]["busy_queue_full"] == 1
+    assert rec.calls == 1                                 # the refused request never reached the model
+
+
+def test_unexpected_error_is_a_json_500_without_details():
+    class Broken(FakeRecognizer):
+        def __call__(self, image):
+            raise RuntimeError("secret detail: /home/user/model.bin")
+
+    with TestClient(create_app(recognizer=Broken()), raise_server_exceptions=False) as c:
+        r = c.post("/v1/predict", content=jpeg_bytes())
+        err = _err(r, 500, "internal_error")
+        assert "secret" not in r.text and "Traceback" not in r.text and "RuntimeError" in err["message"]
+        assert c.get("/healthz").json()["status"] == "ok"     # the server goes on
+        assert c.post("/v1/predict", content=b"").status_code == 400
 
 
 def test_load_failure_is_503_not_500():
@@ -330,27 +363,6 @@ def test_cli_serve_refuses_public_bind_without_key(monkeypatch):
     assert r.exit_code == 2 and "torch or onnx" in r.output
     assert service.is_local_host("127.0.0.1") and service.is_local_host("::1")
     assert not service.is_local_host("0.0.0.0") and not service.is_local_host("192.168.1.2")
-
-
-def test_cli_serve_runs_uvicorn_with_key(monkeypatch, fake):
-    from typer.testing import CliRunner
-    import uvicorn
-    from litefer.cli import app
-    import litefer.apps.service as service
-    real = service.create_app
-    made, served = [], []
-    monkeypatch.setattr(service, "create_app", lambda **kw: made.append(kw) or real(recognizer=fake, **{
-        k: v for k, v in kw.items() if k in ("api_key", "max_upload_bytes")}))
-    monkeypatch.setattr(uvicorn, "run", lambda app_, host, port, log_level: served.append((app_, host, port)))
-    monkeypatch.setenv("LITEFER_API_KEY", "k123")
-    r = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0", "--port", "9999", "--max-upload-mb", "0.5"])
-    assert r.exit_code == 0, r.output
-    assert made[0]["api_key"] == "k123" and made[0]["max_upload_bytes"] == 512 * 1024
-    app_, host, port = served[0]
-    assert (host, port) == ("0.0.0.0", 9999)
-    with TestClient(app_) as c:
-        assert c.post("/v1/predict", content=jpeg_bytes()).status_code == 401
-        assert c.post("/v1/predict", content=jpeg_bytes(), headers={"X-API-Key": "k123"}).status_code == 200
 
 
 # ------------------------------------------------------------------ the real Recognizer
@@ -387,7 +399,7 @@ def test_real_model_on_a_real_photo(real_app):
         assert (x2 - x1) > w * 0.15  # a real face, not a speck
         cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
         assert w * 0.2 < cx < w * 0.8 and h * 0.1 < cy < h * 0.7  # the portrait's face is central
-        assert face["label"] in CANONICAL and face["label"] == max(face["probs"], key=face["probs"].get)
+        assert face["label"] == EXAMPLE_LABEL and face["label"] == max(face["probs"], key=face["probs"].get)
         assert abs(sum(face["probs"].values()) - 1.0) < 1e-3
         assert face["score"] == pytest.approx(face["probs"][face["label"]], abs=1e-6)
         info = c.get("/v1/models").json()["models"][0]
@@ -412,3 +424,101 @@ def test_real_model_concurrent_requests_agree(real_app):
             assert a["box"] == pytest.approx(b["box"], abs=1e-3)
             assert a["score"] == pytest.approx(b["score"], abs=1e-5)
     assert len(loads) == 1  # one model, loaded once, shared by every thread
+
+
+# ------------------------------------------------------------------ `litefer serve`, for real
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def served(tmp_path: Path, *args: str, env_key: str | None = None):
+    """`litefer serve ARGS` in a child process on 127.0.0.1 (a free port), until it answers
+    /healthz; stopped afterwards. The deadline only guards against a hang."""
+    import os
+    import subprocess
+    import sys
+    import httpx
+    port = _free_port()
+    log = open(tmp_path / f"serve-{port}.log", "w+")
+    env = {k: v for k, v in os.environ.items() if k != "LITEFER_API_KEY"}
+    env["OMP_NUM_THREADS"] = "1"
+    if env_key is not None:
+        env["LITEFER_API_KEY"] = env_key
+    proc = subprocess.Popen([sys.executable, "-m", "litefer.cli", "serve", "--host", "127.0.0.1",
+                             "--port", str(port), "--log-level", "warning", *args],
+                            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None:
+                log.seek(0)
+                pytest.fail(f"litefer serve {' '.join(args)} exited with {proc.returncode}:\n{log.read()[-3000:]}")
+            try:
+                if httpx.get(url + "/healthz", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("litefer serve did not answer /healthz")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_cli_serve_for_real_onnx_no_detector_two_workers_key(tmp_path, bundled_onnx):
+    """The CLI's options reach a real server: model (an ONNX export), backend, detector, workers,
+    API key and upload limit, seen through the HTTP API."""
+    import httpx
+    data = real_photo().read_bytes()
+    with Image.open(real_photo()) as im:
+        w, h = im.size
+    with served(tmp_path, "--model", str(bundled_onnx), "--backend", "onnx", "--detector", "none",
+                "--workers", "2", "--api-key", "k123", "--max-upload-mb", "0.5") as url:
+        health = httpx.get(url + "/healthz").json()
+        assert health["status"] == "ok" and health["model_loaded"] is True and health["workers"] == 2
+        assert health["model"] == bundled_onnx.name
+        assert httpx.post(url + "/v1/predict", content=data).status_code == 401
+        assert httpx.get(url + "/v1/models", headers={"X-API-Key": "nope"}).status_code == 401
+        key = {"X-API-Key": "k123"}
+        info = httpx.get(url + "/v1/models", headers=key).json()
+        m = info["models"][0]
+        assert m["backend"] == "onnx" and m["detector"] == "none" and m["arch"] == "mini_xception"
+        assert info["max_upload_bytes"] == 512 * 1024
+        r = httpx.post(url + "/v1/predict", content=data, headers=key)
+        assert r.status_code == 200, r.text
+        (face,) = r.json()["faces"]
+        assert face["box"] == [0, 0, w, h] and face["landmarks"] is None      # no detector: the whole photo
+        big = b"\xff\xd8\xff" + b"\x00" * (600 * 1024)
+        r = httpx.post(url + "/v1/predict", content=big, headers=key)
+        assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
+
+
+def test_cli_serve_for_real_default_model_torch(tmp_path):
+    """The bundled model with torch and the default detector answers the known expression of
+    the example photo; the API key may come from $LITEFER_API_KEY."""
+    import httpx
+    require_bundled_model()
+    with served(tmp_path, "--backend", "torch", "--workers", "1", env_key="from-env") as url:
+        assert httpx.get(url + "/healthz").json()["workers"] == 1
+        assert httpx.get(url + "/v1/models").status_code == 401
+        key = {"X-API-Key": "from-env"}
+        m = httpx.get(url + "/v1/models", headers=key).json()["models"][0]
+        assert m["backend"] == "torch" and m["detector"] not in (None, "none")
+        r = httpx.post(url + "/v1/predict", content=real_photo().read_bytes(), headers=key)
+        assert r.status_code == 200, r.text
+        assert [f["label"] for f in r.json()["faces"]] == [EXAMPLE_LABEL]
+        assert r.headers["content-type"].startswith("application/json")

@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 
 from litefer.data.sampling import EpochSampler, OversamplingSampler, class_counts_after, oversample_indices
 from litefer.data.transforms import Augment, AugmentedFaces, Preprocess, from_preprocess
@@ -16,41 +15,16 @@ from litefer.training import (ConfigError, LRSchedule, config_from_dict, metrics
                               synthetic_faces, train, train_folds)
 from litefer.training.config import SchedConfig
 
-TINY = "litefer_test_tiny"
+from fixtures.models import TINY
 
 
-class _Tiny(nn.Module):
-    """A 2-conv net with the zoo's interface (forward_features / forward_head / num_features)."""
-
-    def __init__(self, num_classes: int = 7, in_chans: int = 1, width: int = 8, drop_rate: float = 0.0):
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(in_chans, width, 3, 2, 1), nn.BatchNorm2d(width), nn.ReLU(),
-            nn.Conv2d(width, 2 * width, 3, 2, 1), nn.BatchNorm2d(2 * width), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(4), nn.Flatten())
-        self.num_features = 2 * width * 16
-        self.drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(self.num_features, num_classes)
-
-    def forward_features(self, x):
-        return self.body(x)
-
-    def forward_head(self, f):
-        return self.head(self.drop(f))
-
-    def forward(self, x):
-        return self.forward_head(self.forward_features(x))
-
-
-def _register_tiny() -> None:
-    from litefer.models._registry import _REGISTRY, register_model
-    if TINY not in _REGISTRY:
-        register_model(TINY, paper="test model", default_input=(1, 24))(
-            lambda num_classes=7, in_chans=1, **kw: _Tiny(num_classes, in_chans, **kw))
+@pytest.fixture(autouse=True, scope="module")
+def _tiny_registered(tiny_arch):
+    """The test model is registered for this module only (conftest.tiny_arch removes it)."""
+    assert tiny_arch == TINY
 
 
 def _cfg(**sections) -> "TrainConfig":  # noqa: F821
-    _register_tiny()
     base = {
         "data": {"dataset": "synthetic", "num_classes": 4, "val_split": "val", "test_split": "test",
                  "options": {"n_train": 192, "n_val": 64, "n_test": 64, "size": 24}},
@@ -343,7 +317,9 @@ def test_subject_folds_and_train_folds(tmp_path):
 
 
 def test_soft_targets_train_with_balanced_weights(tmp_path):
-    """FER+ 'probability' label mode: float (N, C) targets through loader, losses and metrics."""
+    """FER+ 'probability' label mode: float (N, C) targets through loader, losses and metrics;
+    ``class_weights: balanced`` uses N / (C * n_c) of the training split (counted by hand
+    here): the same run as those weights given explicitly, and not the unweighted run."""
     from litefer.data.base import FaceArrays
     from litefer.training import DataSplits
 
@@ -352,13 +328,29 @@ def test_soft_targets_train_with_balanced_weights(tmp_path):
         t[np.arange(len(a)), a.targets] = 0.7
         return FaceArrays(a.images, t, a.labels, a.ids, a.groups, a.name, a.split)
 
-    splits = DataSplits(soften(synthetic_faces(128, 4, 24, seed=1)), soften(synthetic_faces(64, 4, 24, seed=2)),
+    def imbalanced(a: FaceArrays) -> FaceArrays:
+        keep = np.concatenate([np.where(a.targets == c)[0][:n] for c, n in enumerate((40, 20, 10, 5))])
+        keep.sort()
+        return FaceArrays(a.images[keep], a.targets[keep], a.labels, [a.ids[i] for i in keep],
+                          None if a.groups is None else a.groups[keep], a.name, a.split)
+
+    tr = imbalanced(synthetic_faces(256, 4, 24, seed=1))
+    counts = np.bincount(tr.targets, minlength=4)
+    assert counts.tolist() == [40, 20, 10, 5]
+    by_hand = [len(tr) / (4 * c) for c in counts]
+    splits = DataSplits(soften(tr), soften(synthetic_faces(64, 4, 24, seed=2)),
                         soften(synthetic_faces(64, 4, 24, seed=3)))
-    cfg = _cfg(train={"epochs": 2}, loss={"class_weights": "balanced", "center": {"weight": 0.01}})
-    res = train(cfg, out_dir=tmp_path, data=splits, quiet=True)
+    runs = {}
+    for name, weights in (("balanced", "balanced"), ("explicit", by_hand), ("none", None)):
+        cfg = _cfg(train={"epochs": 2}, loss={"class_weights": weights, "center": {"weight": 0.01}})
+        runs[name] = train(cfg, out_dir=tmp_path / name, data=splits, quiet=True)
+    res = runs["balanced"]
     assert all(math.isfinite(r["train_loss"]) and math.isfinite(r["val_loss"]) for r in res.history)
     assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
     assert res.test_metrics["n"] == 64
+    loss = lambda r: [h["train_loss"] for h in r.history]  # noqa: E731
+    assert loss(runs["balanced"]) == pytest.approx(loss(runs["explicit"]), rel=1e-5)
+    assert loss(runs["balanced"]) != pytest.approx(loss(runs["none"]), rel=1e-3)
 
 
 def test_model_config_errors_name_the_key(tmp_path):
@@ -373,7 +365,6 @@ def test_model_config_errors_name_the_key(tmp_path):
 def test_cli_train(tmp_path):
     from typer.testing import CliRunner
     from litefer.cli import app
-    _register_tiny()
     cfg_file = tmp_path / "tiny.yaml"
     cfg_file.write_text(f"""
 data: {{dataset: synthetic, num_classes: 3, val_split: val, test_split: test,

@@ -153,12 +153,25 @@ def test_registry_auto_and_custom_detectors(mtcnn):
         register_detector("test_fixed")(lambda **kw: Fixed(**kw))
 
 
-def test_haar_is_an_explicit_option_only():
+def test_haar_is_an_explicit_option_only(example):
+    """Haar is never what ``auto`` picks; asked for by name it either works (boxes only, the
+    example's face) or says why it cannot, depending on the installed OpenCV."""
     import cv2
+    assert "haar" in list_detectors()
+    try:
+        auto = create_detector("auto")
+    except DetectorUnavailable:
+        auto = None
+    assert auto is None or auto.name != "haar"
     if hasattr(cv2, "CascadeClassifier"):
-        pytest.skip("this OpenCV still has Haar cascades")
-    with pytest.raises(DetectorUnavailable, match="Haar"):
-        create_detector("haar")
+        det = create_detector("haar")
+        faces = det.detect(example)
+        assert faces and all(f.landmarks is None for f in faces)
+        best = max(faces, key=lambda f: f.score)
+        assert centre_in(best.box, EXAMPLE_FACE), best.box
+    else:
+        with pytest.raises(DetectorUnavailable, match="Haar"):
+            create_detector("haar")
 
 
 def test_missing_weights_say_what_to_install(tmp_path):
@@ -406,3 +419,46 @@ def test_iter_image_files(tmp_path):
     assert [p.name for p in iter_image_files([tmp_path], recursive=False)] == ["a.jpg"]
     assert "v.mp4" in [p.name for p in iter_image_files([tmp_path], videos=True)]
     assert [p.name for p in iter_image_files([tmp_path / "sub" / "c.txt"])] == ["c.txt"]   # files as given
+
+
+# ------------------------------------------------------------------ the video smoother (predict --smooth)
+
+
+def test_smoother_averages_each_track_over_its_window():
+    from litefer.vision.video import Smoother
+
+    def face(x, pa, label=None):
+        probs = {"a": pa, "b": 1.0 - pa}
+        lab = label or max(probs, key=probs.get)
+        return {"box": [x, 10, x + 40, 50], "landmarks": None, "probs": probs, "label": lab, "score": probs[lab]}
+
+    s = Smoother(["a", "b"], window=3)
+    seen = []
+    for x, pa in ((0, 1.0), (2, 0.0), (4, 0.0), (6, 0.0)):        # one face drifting right, a -> b
+        (f,) = s.update([face(x, pa)])
+        seen.append(f)
+    assert {f["track"] for f in seen} == {0}                         # followed by box overlap
+    assert [f["probs"]["a"] for f in seen] == pytest.approx([1.0, 0.5, 1 / 3, 0.0])   # mean of the last 3
+    assert [f["raw_label"] for f in seen] == ["a", "b", "b", "b"]
+    assert [f["label"] for f in seen] == ["a", "a", "b", "b"]        # a tie keeps the first label
+    assert seen[2]["score"] == pytest.approx(2 / 3)
+    # a second face elsewhere is its own track; window 1 is no smoothing
+    two = s.update([face(6, 0.0), face(200, 0.9)])
+    assert sorted(f["track"] for f in two) == [0, 1]
+    raw = Smoother(["a", "b"], window=1)
+    assert raw.update([face(0, 1.0)])[0]["probs"]["a"] == 1.0 and raw.update([face(0, 0.2)])[0]["probs"]["a"] == 0.2
+
+
+def test_smoother_drops_a_track_after_max_gap():
+    from litefer.vision.video import Smoother
+    f = {"box": [0, 0, 40, 40], "landmarks": None, "probs": {"a": 1.0, "b": 0.0}, "label": "a", "score": 1.0}
+    s = Smoother(["a", "b"], window=5, max_gap=2)
+    assert s.update([f])[0]["track"] == 0
+    for _ in range(2):
+        assert s.update([]) == []
+    assert s.update([f])[0]["track"] == 0                            # back within the gap: same track
+    for _ in range(3):
+        s.update([])
+    g = dict(f, probs={"a": 0.0, "b": 1.0}, label="b")
+    (out,) = s.update([g])
+    assert out["track"] == 1 and out["probs"]["b"] == 1.0             # a new track: no old history mixed in

@@ -501,12 +501,7 @@ def print_json_line(decision: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def largest_face(faces: Sequence[Any]) -> Any:
-    def area(f: Any) -> float:
-        box = f.box if hasattr(f, "box") else f["box"]
-        x1, y1, x2, y2 = (float(v) for v in box[:4])
-        return max(0.0, x2 - x1) * max(0.0, y2 - y1)
-    return max(faces, key=area) if faces else None
+from litefer.vision.video import largest_face  # noqa: E402  (shared with `litefer predict`)
 
 
 def _probs(face: Any) -> Optional[dict[str, float]]:
@@ -638,36 +633,20 @@ class MoodPlayer:
 # =========================================================================== frame sources
 
 
-class FrameSourceError(RuntimeError):
-    pass
+# the frame sources are litefer.vision.video's (shared with `litefer predict`)
+from litefer.vision.video import FrameSourceError  # noqa: E402
 
 
 def video_frames(path: str | Path, sample_fps: float = 4.0) -> Iterator[tuple[float, np.ndarray]]:
     """``(t, rgb)`` from a video file, ``sample_fps`` frames per second of video time."""
-    import cv2
-
-    path = Path(path)
-    if not path.is_file():
-        raise FrameSourceError(f"no such video file: {path}")
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise FrameSourceError(f"cannot open video {path} (not a video OpenCV can read)")
+    from litefer.vision.video import open_capture, read_frames
+    cap, fps = open_capture(Path(path))
     try:
-        fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
-        if not fps or not math.isfinite(fps) or fps <= 0:
-            fps = 25.0
-        step = 1.0 / sample_fps if sample_fps > 0 else 0.0
-        next_t, i, got = 0.0, 0, 0
-        while True:
-            ok, bgr = cap.read()
-            if not ok:
-                break
-            t = i / fps
-            i += 1
-            if t + 1e-9 >= next_t:
+        got = 0
+        for _, t, rgb, sampled in read_frames(cap, fps, sample_fps=sample_fps if sample_fps > 0 else None):
+            if sampled:
                 got += 1
-                next_t += step
-                yield t, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                yield t, rgb
         if got == 0:
             raise FrameSourceError(f"video {path} has no readable frames")
     finally:
@@ -676,23 +655,14 @@ def video_frames(path: str | Path, sample_fps: float = 4.0) -> Iterator[tuple[fl
 
 def camera_frames(index: int = 0, sample_fps: float = 4.0,
                   clock: Callable[[], float] = time.monotonic) -> Iterator[tuple[float, np.ndarray]]:  # pragma: no cover
-    """``(t, rgb)`` from a camera, at most ``sample_fps`` frames per second."""
-    import cv2
-
-    cap = cv2.VideoCapture(index)
-    if not cap.isOpened():
-        raise FrameSourceError(f"cannot open camera {index}")
+    """``(t, rgb)`` from a camera, at most ``sample_fps`` frames per second (extra frames are dropped)."""
+    from litefer.vision.video import open_capture, read_frames
+    cap, _ = open_capture(int(index))
     try:
-        period = 1.0 / sample_fps if sample_fps > 0 else 0.0
-        last = -math.inf
-        while True:
-            ok, bgr = cap.read()
-            if not ok:
-                raise FrameSourceError(f"camera {index} stopped delivering frames")
-            now = clock()
-            if now - last < period:  # the camera sets the pace; extra frames are dropped
-                continue
-            last = now
-            yield now, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        for _, t, rgb, sampled in read_frames(cap, 25.0, sample_fps=sample_fps if sample_fps > 0 else None,
+                                              clock=clock):
+            if sampled:
+                yield t, rgb
+        raise FrameSourceError(f"camera {index} stopped delivering frames")
     finally:
         cap.release()

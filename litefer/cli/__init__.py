@@ -30,5 +30,21 @@ for _name in COMMAND_MODULES:
     _mod.register(app)
 
 
+#: packages of the extras, and the extra that installs each (the base install is inference only)
+EXTRA_OF = {"torch": "train", "torchvision": "train", "matplotlib": "train", "onnx": "onnx",
+            "onnxscript": "onnx", "fastapi": "serve", "uvicorn": "serve", "multipart": "serve"}
+
+
 def main() -> None:
-    app()
+    try:
+        app()
+    except ModuleNotFoundError as exc:  # a command of an extra that is not installed
+        top = (exc.name or "").split(".")[0]
+        if top not in EXTRA_OF:
+            raise
+        from rich.markup import escape
+
+        from litefer.cli._common import console
+        console.print("[bold red]error:[/] " + escape(f"this command needs {top}, which the inference-only "
+                      f"install leaves out: pip install 'litefer[{EXTRA_OF[top]}]'"), highlight=False, soft_wrap=True)
+        raise SystemExit(2) from None

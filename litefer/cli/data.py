@@ -3,6 +3,7 @@
     litefer data list
     litefer data info fer2013 --split train
     litefer data audit fer2013 --out runs/audit-fer2013
+    litefer data align rafdb --split train --split test
     litefer data cache --clear
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ import typer
 
 from litefer.cli._common import console, echo_json, fail, parse_opts
 
-data_app = typer.Typer(help="Dataset readers: list, inspect, audit (duplicates, leakage, blanks), cache.",
+data_app = typer.Typer(help="Dataset readers: list, inspect, audit (duplicates, leakage, blanks), align, cache.",
                        no_args_is_help=True, add_completion=False)
 
 
@@ -162,3 +163,50 @@ def cache_cmd(clear: bool = typer.Option(False, "--clear", help="Delete every ca
     entries = cache_entries()
     total = sum(p.stat().st_size for p in entries)
     console.print(f"{cache_dir() / 'data'}: {len(entries)} entries, {total / 2**20:.1f} MiB", highlight=False)
+
+
+@data_app.command("align")
+def align_cmd(
+    dataset: str = typer.Argument(..., help="Reader name (fer2013, ferplus, rafdb, affectnet, ckplus, folder)."),
+    root: Optional[Path] = typer.Option(None, "--root", help="Dataset folder (default: under $LITEFER_DATA)."),
+    split: List[str] = typer.Option([], "--split", help="Split(s) to align (repeatable; default: the standard ones)."),
+    opt: List[str] = typer.Option([], "--opt", help="Reader option key=value (repeatable)."),
+    crop: str = typer.Option("aligned112", "--crop", help="aligned112 (ArcFace 5-point template) or fer."),
+    size: Optional[int] = typer.Option(None, "--size", min=16, help="Crop size (default 112 / 48 by crop)."),
+    detector: str = typer.Option("auto", "--detector", help="Face detector (see docs/detectors.md)."),
+    missing: str = typer.Option("box", "--missing", help="Images without a face: box (crop the whole image) "
+                                                         "or drop."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the report and the ids without a face here "
+                                                           "(default: runs/align-DATASET)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON line per split."),
+) -> None:
+    """Detect and 5-point-align every face of a dataset as `litefer predict` crops photos, cache the
+    crops once (configs use them with data.align: true), and report the images where no face was found."""
+    from litefer.data.align import MISSING, align_arrays
+    from litefer.vision.align import CROPS
+    from litefer.vision.detect import DetectorUnavailable
+    if crop not in CROPS:
+        raise fail(f"--crop {crop!r}: expected one of {', '.join(CROPS)}")
+    if missing not in MISSING:
+        raise fail(f"--missing {missing!r}: expected one of {', '.join(MISSING)}")
+    opts = parse_opts(opt)
+    out = out if out is not None else Path("runs") / f"align-{dataset}"
+    for sp in _splits_for(dataset, root, split):
+        a = _load(dataset, root, sp, opts)
+        with console.status(f"aligning {dataset}/{a.split or sp} ({len(a)} images)") as status:
+            def progress(i, n, _s=status, _sp=a.split or sp):
+                if i % 200 == 0 or i == n:
+                    _s.update(f"aligning {dataset}/{_sp}: {i}/{n}")
+            try:
+                _, rep = align_arrays(a, detector=detector, crop=crop, size=size, missing=missing,
+                                      progress=progress, dataset=dataset)
+            except (DetectorUnavailable, KeyError, ValueError) as exc:
+                msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+                raise fail(f"cannot align {dataset!r} split {sp!r}: {msg}")
+        paths = rep.write(out)
+        if as_json:
+            echo_json({**rep.to_dict(), "not_found": len(rep.not_found),
+                       **{k: str(v) for k, v in paths.items()}})
+            continue
+        console.print(rep.summary() + (" (cached)" if rep.cached else f" ({rep.seconds:.1f} s)"), highlight=False)
+        console.print(f"report: {paths['json']}  ids without a face: {paths['not_found']}", highlight=False)

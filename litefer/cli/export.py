@@ -41,7 +41,10 @@ def register(app: typer.Typer) -> None:
             from litefer.deploy.export import EXPORTERS, ExportError, export_onnx
             from litefer.deploy.onnx_backend import OnnxBackendError, resolve_checkpoint
         except ModuleNotFoundError as exc:
-            raise fail(f"export needs the onnx extra ({exc.name} missing): pip install 'litefer[onnx]'")
+            from rich.markup import escape
+            extra = "train,onnx" if (exc.name or "").split(".")[0] in ("torch", "torchvision") else "onnx"
+            raise fail(escape(f"export needs PyTorch and the onnx package ({exc.name} missing): "
+                              f"pip install 'litefer[{extra}]'"))
         from litefer.models.checkpoint import CheckpointError
         if exporter not in EXPORTERS:
             raise fail(f"--exporter must be one of {', '.join(EXPORTERS)}, not {exporter!r}")

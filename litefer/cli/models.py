@@ -26,8 +26,19 @@ def zoo_rows(names: list[str] | None = None, flops: bool = True) -> list[dict]:
             "params_m": count_params(model) / 1e6,
             "gmacs": count_macs(model, info.default_input) / 1e9 if flops else None,
             "paper_params_m": info.paper_params, "paper_defines_arch": info.paper_defines_arch,
+            "paper_flops": info.paper_flops,
         })
     return rows
+
+
+def paper_figures(row: dict) -> str:
+    """The paper's own size / compute figures for a zoo row, e.g. "2.68 M, 397.35 M FLOPs"."""
+    parts = []
+    if row.get("paper_params_m") is not None:
+        parts.append(f"{row['paper_params_m']:g} M" + ("" if row.get("paper_defines_arch", True) else "*"))
+    if row.get("paper_flops"):
+        parts.append(str(row["paper_flops"]))
+    return ", ".join(parts) or "-"
 
 
 def register(app: typer.Typer) -> None:
@@ -49,19 +60,16 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        table = Table(title="litefer models", caption="GMACs: multiply-accumulates per forward pass at the "
-                      "default input, counted (FLOPs = 2 x MACs). paper (M): the paper's parameter count; "
-                      "* = the paper leaves the size open. --json: full references.")
+        table = Table(title="litefer models", caption="params, GMACs: counted here (multiply-accumulates per "
+                      "forward pass at the default input; FLOPs = 2 x MACs). paper reports: the paper's own "
+                      "figures in its own units; * = the paper's text does not fix the size. "
+                      "--json: full references.")
         for col, kw in (("name", {"style": "bold", "no_wrap": True}), ("input", {"no_wrap": True}),
                         ("params (M)", {"justify": "right", "no_wrap": True}),
                         ("GMACs", {"justify": "right", "no_wrap": True}),
-                        ("paper (M)", {"justify": "right", "no_wrap": True}), ("paper", {})):
+                        ("paper reports", {})):
             table.add_column(col, **kw)
         for r in rows:
-            pp = "-" if r["paper_params_m"] is None else f"{r['paper_params_m']:g}"
-            if r["paper_params_m"] is not None and not r["paper_defines_arch"]:
-                pp += "*"
-            paper = r["paper"].split(" (")[0]          # short name; --json has the full reference
             table.add_row(r["name"], r["input"], f"{r['params_m']:.3f}",
-                          "-" if r["gmacs"] is None else f"{r['gmacs']:.3f}", pp, paper)
+                          "-" if r["gmacs"] is None else f"{r['gmacs']:.3f}", paper_figures(r))
         Console().print(table)

@@ -1,6 +1,8 @@
 """``litefer predict``: expressions of the faces in images, folders, videos and a webcam.
 
-One JSON line per image on stdout (``--format csv``: CSV rows, one per face)::
+At a terminal a table (file, face box, label, score) and a one-line summary; when
+stdout is piped, or with ``--format json``, one JSON line per image (``--format csv``:
+CSV rows, one per face)::
 
     {"path": "a.jpg", "faces": [{"box": [x1, y1, x2, y2], "landmarks": [[x, y], ...] | null,
                                  "probs": {"happy": 0.93, ...}, "label": "happy", "score": 0.93}]}
@@ -10,33 +12,39 @@ any input failed (2 for a usage error or a model that cannot be loaded).  With
 ``--out DIR`` the results are also saved there (``predictions.jsonl``/``.csv``),
 with ``--annotate`` the annotated images too; videos write ``<name>.frames.csv``
 and ``<name>.annotated.mp4``.  Nothing is ever written into an input folder.
+
+Images are decoded by a background thread while the previous batch is analysed, and
+up to :data:`BATCH_IMAGES` images go through the recognizer together, so folders of
+crops (``--no-detect``) are classified in batches.  The default ``--backend auto``
+runs the bundled model on ONNX Runtime without importing torch; ``--threads`` (1) is
+the inference thread policy.  Frame sources, the tracker/smoother and the annotator
+live in :mod:`litefer.vision.video`.
 """
 from __future__ import annotations
 
 import csv
 import io
 import json
-import math
 import os
 import sys
 import time
-from collections import deque
 from pathlib import Path
-from typing import Any, Iterable, List, Optional
+from typing import Any, Iterable, Iterator, List, Optional
 
 import numpy as np
 import typer
 from rich.markup import escape
 
 from litefer.cli._common import console, fail
+# frame sources, the face tracker/smoother and the annotator are library code, shared
+# with the mood player; the names stay importable from here
+from litefer.vision.video import Smoother, annotate, has_display, read_frames, video_writer  # noqa: F401
+from litefer.vision.video import capture_fps
 
-FORMATS = ("json", "csv")
-#: BGR colours per label for the annotations
-_COLOURS = {
-    "neutral": (200, 200, 200), "happy": (0, 215, 255), "surprise": (255, 160, 0), "sad": (200, 80, 40),
-    "angry": (40, 40, 230), "disgust": (60, 170, 60), "fear": (180, 60, 180), "contempt": (110, 110, 160),
-}
-
+#: stdout formats: a table for a person at a terminal, JSON lines / CSV for programs
+FORMATS = ("table", "json", "csv")
+#: images classified together (crops and many-face photos are batched; decoding overlaps)
+BATCH_IMAGES = 64
 
 # --------------------------------------------------------------------------- output helpers
 
@@ -63,29 +71,6 @@ def _csv_line(row: list[Any]) -> str:
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerow(row)
     return buf.getvalue()
-
-
-def annotate(rgb: np.ndarray, faces: list[dict]) -> np.ndarray:
-    """A BGR copy of ``rgb`` with boxes, landmarks and ``label score`` drawn on it."""
-    import cv2
-    img = np.ascontiguousarray(rgb[:, :, ::-1]).copy()
-    h, w = img.shape[:2]
-    for f in faces:
-        colour = _COLOURS.get(f["label"], (0, 255, 0))
-        x1, y1, x2, y2 = [int(round(v)) for v in f["box"]]
-        side = max(8, min(x2 - x1, y2 - y1))
-        thick = max(1, round(side / 60))
-        fscale = float(np.clip(side / 160, 0.35, 1.5))
-        cv2.rectangle(img, (x1, y1), (x2, y2), colour, thick, cv2.LINE_AA)
-        for x, y in f.get("landmarks") or []:
-            cv2.circle(img, (int(round(x)), int(round(y))), max(1, round(side / 50)), (0, 255, 0), -1, cv2.LINE_AA)
-        text = f"{f['label']} {f['score']:.2f}"
-        tt = max(1, round(fscale * 1.5))
-        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, fscale, tt)
-        ty = y1 - 4 if y1 - th - 6 >= 0 else min(h - 2, y2 + th + 4)
-        cv2.rectangle(img, (x1, ty - th - 3), (x1 + tw + 4, ty + base - 1), colour, -1)
-        cv2.putText(img, text, (x1 + 2, ty - 1), cv2.FONT_HERSHEY_SIMPLEX, fscale, (0, 0, 0), tt, cv2.LINE_AA)
-    return img
 
 
 def _inside(child: Path, parent: Path) -> bool:
@@ -137,7 +122,13 @@ def collect_inputs(paths: List[Path], recursive: bool, force_video: bool,
             found = []
             for q in pattern:
                 parts = q.relative_to(p).parts
-                if any(part.startswith(".") for part in parts) or not q.is_file():
+                if any(part.startswith(".") for part in parts):
+                    continue
+                if not q.is_file():
+                    from litefer.pathguard import link_problem
+                    why = link_problem(q)
+                    if why:  # never skipped silently
+                        console.print(f"note: skipped {escape(str(q))}: {why}", highlight=False, soft_wrap=True)
                     continue
                 ext = q.suffix.lower()
                 if ext in VIDEO_EXTS and not folder_videos:
@@ -156,90 +147,13 @@ def collect_inputs(paths: List[Path], recursive: bool, force_video: bool,
 # --------------------------------------------------------------------------- video
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-class Smoother:
-    """Temporal smoothing of face probabilities across frames.
-
-    Faces are followed from frame to frame by box overlap (greedy, IoU >= 0.3); each
-    track averages the probabilities of its last ``window`` frames.  A track not
-    seen for ``max_gap`` processed frames is dropped.
-    """
-
-    def __init__(self, labels: list[str], window: int = 1, max_gap: int = 5):
-        self.labels, self.window, self.max_gap = labels, max(1, int(window)), int(max_gap)
-        self.tracks: dict[int, dict] = {}
-        self.next_id = 0
-
-    def update(self, faces: list[dict]) -> list[dict]:
-        for t in self.tracks.values():
-            t["gap"] += 1
-        out = []
-        free = set(self.tracks)
-        for f in sorted(faces, key=lambda f: -f["score"]):
-            box = np.asarray(f["box"], float)
-            best, best_iou = None, 0.3
-            for tid in free:
-                iou = _iou(box, self.tracks[tid]["box"])
-                if iou >= best_iou:
-                    best, best_iou = tid, iou
-            if best is None:
-                best = self.next_id
-                self.next_id += 1
-                self.tracks[best] = {"hist": deque(maxlen=self.window)}
-            else:
-                free.discard(best)
-            t = self.tracks[best]
-            t.update(box=box, gap=0)
-            t["hist"].append(np.array([f["probs"].get(k, 0.0) for k in self.labels]))
-            p = np.mean(t["hist"], axis=0)
-            k = int(np.argmax(p))
-            out.append({**f, "track": best, "raw_label": f["label"], "label": self.labels[k], "score": float(p[k]),
-                        "probs": {lab: float(v) for lab, v in zip(self.labels, p)}})
-        for tid in [tid for tid, t in self.tracks.items() if t["gap"] > self.max_gap]:
-            del self.tracks[tid]
-        return out
-
-
-def _video_writer(path: Path, fps: float, size: tuple[int, int]):
-    import cv2
-    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-    if not w.isOpened():
-        alt = path.with_suffix(".avi")
-        w = cv2.VideoWriter(str(alt), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
-        if not w.isOpened():
-            raise RuntimeError(f"OpenCV cannot write a video to {path}")
-        path = alt
-    return w, path
-
-
-def has_display() -> bool:
-    """A GUI window can be opened (a display and an OpenCV built with highgui)."""
-    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        return False
-    import cv2
-    try:
-        cv2.namedWindow("litefer-probe", cv2.WINDOW_AUTOSIZE)
-        cv2.destroyWindow("litefer-probe")
-        return True
-    except cv2.error:
-        return False
-
-
 def run_stream(rec: Any, cap: Any, name: str, every: int, smooth: int, csv_path: Optional[Path],
                video_path: Optional[Path], show: bool, max_frames: Optional[int] = None,
                fps_hint: float = 25.0, progress: Any = None, task: Any = None) -> dict:
     """Frames of an opened ``cv2.VideoCapture`` through the recognizer; returns a summary."""
     import cv2
     labels = rec.labels
-    fps = cap.get(cv2.CAP_PROP_FPS)
-    fps = fps if fps and math.isfinite(fps) and 0 < fps < 1000 else fps_hint
+    fps = capture_fps(cap, fps_hint)
     smoother = Smoother(labels, smooth)
     writer = None
     out_video = None
@@ -252,15 +166,9 @@ def run_stream(rec: Any, cap: Any, name: str, every: int, smooth: int, csv_path:
     n = processed = with_face = 0
     last: list[dict] = []
     try:
-        while True:
-            if max_frames is not None and n >= max_frames:
-                break
-            ok, frame = cap.read()
-            if not ok or frame is None:
-                break
-            rgb = np.ascontiguousarray(frame[:, :, ::-1]) if frame.ndim == 3 else \
-                np.repeat(frame[:, :, None], 3, axis=2)
-            if n % every == 0:
+        for i, t, rgb, sampled in read_frames(cap, fps, every=every, max_frames=max_frames):
+            n = i + 1  # frames read so far
+            if sampled:
                 raw = face_dicts(rec.analyze([rgb])[0])
                 last = smoother.update(raw)
                 processed += 1
@@ -269,24 +177,23 @@ def run_stream(rec: Any, cap: Any, name: str, every: int, smooth: int, csv_path:
                     top = max(last, key=lambda f: (f["box"][2] - f["box"][0]) * (f["box"][3] - f["box"][1]))
                     counts[top["label"]] += 1
                 if cw:
-                    t = round(n / fps, 4)
+                    t = round(t, 4)
                     if not last:
-                        cw.writerow([n, t, "", "", "", "", "", "", "", "", "", *[""] * len(labels)])
-                    for i, f in enumerate(last):
-                        cw.writerow([n, t, i, f["track"], *[round(v, 2) for v in f["box"]], f["label"],
+                        cw.writerow([i, t, "", "", "", "", "", "", "", "", "", *[""] * len(labels)])
+                    for j, f in enumerate(last):
+                        cw.writerow([i, t, j, f["track"], *[round(v, 2) for v in f["box"]], f["label"],
                                      round(f["score"], 6), f["raw_label"],
                                      *[round(f["probs"][k], 6) for k in labels]])
             if video_path is not None or show:
                 shown = annotate(rgb, last)
                 if video_path is not None:
                     if writer is None:
-                        writer, out_video = _video_writer(video_path, fps, (shown.shape[1], shown.shape[0]))
+                        writer, out_video = video_writer(video_path, fps, (shown.shape[1], shown.shape[0]))
                     writer.write(shown)
                 if show:
                     cv2.imshow(f"litefer — {name} (q quits)", shown)
                     if (cv2.waitKey(1) & 0xFF) in (ord("q"), 27):
                         break
-            n += 1
             if progress is not None and task is not None:
                 progress.update(task, description=f"{name}: frame {n}")
     finally:
@@ -309,8 +216,8 @@ def run_stream(rec: Any, cap: Any, name: str, every: int, smooth: int, csv_path:
 
 
 def _example_path() -> Path:
-    # next to the package's code (importlib.resources trips over some editable installs)
-    return Path(__file__).resolve().parents[1] / "assets" / "example.jpg"
+    from litefer.paths import example_photo
+    return example_photo()
 
 
 def register(app: typer.Typer) -> None:
@@ -319,7 +226,8 @@ def register(app: typer.Typer) -> None:
         paths: Optional[List[Path]] = typer.Argument(None, help="Images, folders (searched recursively) or videos."),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for predictions.jsonl/.csv, "
                                            "annotated images and video outputs (never an input folder)."),
-        fmt: str = typer.Option("json", "--format", "-f", help="stdout format: json (one line per image) or csv."),
+        fmt: Optional[str] = typer.Option(None, "--format", "-f", help="stdout format: table (the default at a "
+                                          "terminal), json (one line per image; the default when piped) or csv."),
         annotate_: bool = typer.Option(False, "--annotate", help="Save annotated images (needs --out)."),
         video: bool = typer.Option(False, "--video", help="Treat the given files as videos (video file "
                                    "extensions are recognised anyway)."),
@@ -335,18 +243,23 @@ def register(app: typer.Typer) -> None:
         no_detect: bool = typer.Option(False, "--no-detect", help="Each image is already a face crop."),
         detector: str = typer.Option("auto", "--detector", help="Face detector: auto, mtcnn, blazeface, "
                                      "blazeface_full, haar."),
-        backend: str = typer.Option("torch", "--backend", help="Classifier backend: torch or onnx."),
+        backend: str = typer.Option("auto", "--backend", help="Classifier backend: auto (ONNX Runtime when "
+                                    "the model has an ONNX export at hand, else torch), onnx or torch."),
+        threads: int = typer.Option(1, "--threads", min=1, help="Inference threads (detector and classifier; "
+                                    "1 keeps latency steady when other processes load the cores)."),
         example: bool = typer.Option(False, "--example", help="Run on the bundled example photo."),
         recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Search folders recursively."),
         max_pixels: Optional[int] = typer.Option(None, "--max-pixels", min=1,
                                                  help="Refuse images larger than this (default 150 M pixels)."),
     ) -> None:
-        """Predict facial expressions: JSON lines (or CSV) on stdout, errors on stderr."""
-        fmt = fmt.lower()
+        """Predict facial expressions: a table at a terminal, JSON lines (or CSV) when piped; errors on stderr."""
+        started = time.perf_counter()
+        fmt = (fmt or ("table" if sys.stdout.isatty() else "json")).lower()
         if fmt not in FORMATS:
-            raise fail(f"--format must be json or csv, not {fmt!r}")
-        if backend not in ("torch", "onnx"):
-            raise fail(f"--backend must be torch or onnx, not {backend!r}")
+            raise fail(f"--format must be table, json or csv, not {fmt!r}")
+        backend = backend.lower()
+        if backend not in ("auto", "torch", "onnx"):
+            raise fail(f"--backend must be auto, torch or onnx, not {backend!r}")
         if device != "cpu" and not device.startswith("cuda"):
             raise fail(f"--device must be cpu or cuda[:N], not {device!r}")
         inputs = list(paths or [])
@@ -360,16 +273,11 @@ def register(app: typer.Typer) -> None:
         if annotate_ and out is None:
             raise fail("--annotate needs --out DIR (annotated images are never written next to the inputs)")
         if out is not None:
-            out_r = out.resolve()
-            for p in inputs:
-                pr = p.resolve()
-                if pr.is_dir() and _inside(out_r, pr):
-                    raise fail(f"--out {out} is inside the input folder {p}; choose a folder outside it "
-                               "(litefer never writes into an input folder)")
-                if pr.is_file() and pr == out_r:
-                    raise fail(f"--out {out} is an input file")
-            if out.exists() and not out.is_dir():
-                raise fail(f"--out {out} exists and is not a folder")
+            from litefer.pathguard import OutputPathError, check_output_folder
+            try:  # never into/around an input, under a file, in /proc or /sys, onto a folder of our names
+                check_output_folder(out, inputs, writes=("predictions.csv" if fmt == "csv" else "predictions.jsonl",))
+            except OutputPathError as exc:
+                raise fail(str(exc))
         items, scan_errors, skipped_videos = collect_inputs(inputs, recursive, video,
                                                             folder_videos=video or out is not None)
         if skipped_videos:
@@ -387,7 +295,7 @@ def register(app: typer.Typer) -> None:
             raise fail(f"cannot import the recognizer: {exc}")
         try:
             det = None if no_detect else detector
-            rec = Recognizer.from_pretrained(model, detector=det, device=device, backend=backend)
+            rec = Recognizer.from_pretrained(model, detector=det, device=device, backend=backend, threads=threads)
             if max_pixels:
                 rec.max_pixels = int(max_pixels)
         except DetectorUnavailable as exc:
@@ -400,7 +308,11 @@ def register(app: typer.Typer) -> None:
         labels = rec.labels
         planner = None
         if out is not None:
-            out.mkdir(parents=True, exist_ok=True)
+            from litefer.pathguard import OutputPathError, make_output_folder
+            try:
+                make_output_folder(out)
+            except OutputPathError as exc:
+                raise fail(str(exc))
             input_files = {it.path.resolve() for it in items}
             planner = OutputPlanner(out, input_files)
         failed = len(scan_errors)
@@ -409,13 +321,25 @@ def register(app: typer.Typer) -> None:
 
         results_file = None
         if out is not None and any(not it.video for it in items):
-            results_file = open(out / ("predictions.jsonl" if fmt == "json" else "predictions.csv"), "w",
+            results_file = open(out / ("predictions.csv" if fmt == "csv" else "predictions.jsonl"), "w",
                                 encoding="utf-8", newline="")
         if fmt == "csv":
             head = _csv_line(csv_header(labels))
             sys.stdout.write(head)
             if results_file:
                 results_file.write(head)
+        table = TableWriter(items, labels) if fmt == "table" else None
+
+        def emit_image(path: str, faces: list[dict]) -> None:
+            """One image's result: a JSON line, CSV rows or table rows on stdout (and into --out)."""
+            if table is not None:
+                sys.stdout.write(table.rows(path, faces))
+                sys.stdout.flush()
+                if results_file:
+                    results_file.write(json.dumps({"path": path, "faces": faces}) + "\n")
+                return
+            emit(json.dumps({"path": path, "faces": faces}) + "\n" if fmt == "json"
+                 else "".join(_csv_line(r) for r in csv_rows(path, faces, labels)))
 
         def emit(line: str) -> None:
             sys.stdout.write(line)
@@ -424,7 +348,7 @@ def register(app: typer.Typer) -> None:
                 results_file.write(line)
 
         def video_emit(record: dict) -> None:
-            """A video's summary: a JSON line (json), a note on stderr (csv: stdout stays one table)."""
+            """A video's summary: a JSON line (json), a note on stderr (csv, table: stdout stays one table)."""
             if fmt == "json":
                 emit(json.dumps(record) + "\n")
             else:
@@ -434,28 +358,47 @@ def register(app: typer.Typer) -> None:
                               highlight=False, soft_wrap=True)
 
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-        show_bar = len(items) > 1 or any(it.video for it in items)
+        # the table's own rows show the progress at a terminal
+        show_bar = (len(items) > 1 or any(it.video for it in items)) and table is None
         progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TimeElapsedColumn(), console=console, transient=True, disable=not show_bar)
         try:
             with progress:
                 task = progress.add_task("predict", total=len(items))
-                for it in items:
-                    progress.update(task, description=str(it.path.name))
-                    try:
-                        if it.video:
-                            _one_video(rec, it, planner, every, smooth, max_frames, video_emit, progress, task)
-                        else:
-                            _one_image(rec, it, planner, annotate_, fmt, labels, emit)
-                    except (KeyboardInterrupt, BrokenPipeError):
-                        raise
-                    except Exception as exc:  # per-file: report and go on
-                        failed += 1
-                        msg = str(exc) or type(exc).__name__
-                        if str(it.path) not in msg:
-                            msg = f"{it.path}: {msg}"
-                        progress.console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
-                    progress.advance(task)
+
+                def report(it: Item, exc: BaseException) -> None:  # per-file: report and go on
+                    nonlocal failed
+                    failed += 1
+                    msg = str(exc) or type(exc).__name__
+                    if str(it.path) not in msg:
+                        msg = f"{it.path}: {msg}"
+                    progress.console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
+
+                for kind, group in _groups(items):
+                    if kind == "video":
+                        for it in group:
+                            progress.update(task, description=str(it.path.name))
+                            try:
+                                _one_video(rec, it, planner, every, smooth, max_frames, video_emit, progress, task)
+                            except (KeyboardInterrupt, BrokenPipeError):
+                                raise
+                            except Exception as exc:
+                                report(it, exc)
+                            progress.advance(task)
+                        continue
+                    for it, faces, rgb, exc in _image_results(rec, group, threads):
+                        progress.update(task, description=str(it.path.name))
+                        try:
+                            if exc is not None:
+                                raise exc
+                            if annotate_ and planner is not None:
+                                _save_annotated(planner, it, rgb, faces)
+                            emit_image(str(it.path), faces)
+                        except (KeyboardInterrupt, BrokenPipeError):
+                            raise
+                        except Exception as err:
+                            report(it, err)
+                        progress.advance(task)
             if webcam is not None:
                 _webcam(rec, webcam, out, every, smooth, max_frames, video_emit)
         except _WebcamError as exc:
@@ -467,25 +410,119 @@ def register(app: typer.Typer) -> None:
         finally:
             if results_file:
                 results_file.close()
+        if table is not None:
+            sys.stdout.write(table.summary(failed, time.perf_counter() - started))
+            sys.stdout.flush()
         if failed:
             console.print(f"{failed} input(s) failed", highlight=False, soft_wrap=True)
             raise typer.Exit(1)
 
 
-def _one_image(rec: Any, it: Item, planner: Optional[OutputPlanner], annotate_: bool, fmt: str,
-               labels: list[str], emit) -> None:
-    rgb = rec.load(it.path)
-    faces = face_dicts(rec.analyze([rgb])[0])
-    if annotate_ and planner is not None:
-        import cv2
-        target = planner.path(it.rel, "_annotated.jpg")
-        bgr = annotate(rgb, faces)
-        if not cv2.imwrite(str(target), bgr, [cv2.IMWRITE_JPEG_QUALITY, 92]):
-            raise RuntimeError(f"cannot write {target}")
-    if fmt == "json":
-        emit(json.dumps({"path": str(it.path), "faces": faces}) + "\n")
-    else:
-        emit("".join(_csv_line(r) for r in csv_rows(str(it.path), faces, labels)))
+def _groups(items: list[Item]) -> Iterator[tuple[str, list[Item]]]:
+    """Consecutive runs of images (``"images"``) and of videos (``"video"``), in input order."""
+    run: list[Item] = []
+    kind = None
+    for it in items:
+        k = "video" if it.video else "images"
+        if k != kind and run:
+            yield kind, run
+            run = []
+        kind = k
+        run.append(it)
+    if run:
+        yield kind, run
+
+
+def _image_results(rec: Any, items: list[Item], threads: int = 1,
+                   batch: Optional[int] = None) -> Iterator[tuple[Item, list[dict], Any, Optional[BaseException]]]:
+    """``(item, faces, rgb, error)`` per image, in order.  Images are decoded by a
+    background thread while the previous batch is classified, and up to ``batch``
+    images go through the recognizer together (their faces are classified in one batch:
+    crop folders (``--no-detect``) and many-face photos run as batches)."""
+    from concurrent.futures import ThreadPoolExecutor
+    batch = int(batch or BATCH_IMAGES)
+
+    def load(it: Item):
+        try:
+            return rec.load(it.path), None
+        except Exception as exc:  # reported in order, with the others
+            return None, exc
+
+    with ThreadPoolExecutor(max_workers=max(1, min(2, threads))) as pool:
+        futures = [pool.submit(load, it) for it in items[:2 * batch]]
+        nxt = len(futures)
+        for start in range(0, len(items), batch):
+            chunk = items[start:start + batch]
+            loaded = [futures[start + k].result() for k in range(len(chunk))]
+            # keep the decoder one batch ahead
+            while nxt < min(len(items), start + 3 * batch):
+                futures.append(pool.submit(load, items[nxt]))
+                nxt += 1
+            ok = [k for k, (rgb, exc) in enumerate(loaded) if exc is None]
+            try:
+                per_image = rec.analyze([loaded[k][0] for k in ok]) if ok else []
+                results = dict(zip(ok, per_image))
+            except Exception:  # a batch failed: redo its images one by one, to name the culprit
+                results = {}
+            for k, it in enumerate(chunk):
+                rgb, exc = loaded[k]
+                futures[start + k] = None  # free the decoded image once handled
+                if exc is not None:
+                    yield it, [], None, exc
+                    continue
+                if k in results:
+                    yield it, face_dicts(results[k]), rgb, None
+                    continue
+                try:
+                    one, err = face_dicts(rec.analyze([rgb])[0]), None
+                except Exception as exc:
+                    one, err = [], exc
+                yield it, one, rgb, err
+
+
+def _save_annotated(planner: OutputPlanner, it: Item, rgb: np.ndarray, faces: list[dict]) -> None:
+    import cv2
+    target = planner.path(it.rel, "_annotated.jpg")
+    bgr = annotate(rgb, faces)
+    if not cv2.imwrite(str(target), bgr, [cv2.IMWRITE_JPEG_QUALITY, 92]):
+        raise RuntimeError(f"cannot write {target}")
+
+
+class TableWriter:
+    """Rows for a person at a terminal: file, face box, label, score; then a one-line summary."""
+
+    BOX = 22
+
+    def __init__(self, items: list[Item], labels: list[str]):
+        import shutil
+        room = shutil.get_terminal_size((100, 24)).columns - self.BOX - 9 - 5 - 6
+        self.width = max(12, min(room, max([len(str(it.path)) for it in items] + [4])))
+        self.images = self.faces = 0
+        self.counts: dict[str, int] = {}
+        self.header_done = False
+
+    def _file(self, path: str) -> str:
+        return path if len(path) <= self.width else "…" + path[-(self.width - 1):]
+
+    def rows(self, path: str, faces: list[dict]) -> str:
+        out = []
+        if not self.header_done:
+            out.append(f"{'file':<{self.width}}  {'box x1, y1, x2, y2':<{self.BOX}}  {'label':<9}  score\n")
+            self.header_done = True
+        self.images += 1
+        if not faces:
+            out.append(f"{self._file(path):<{self.width}}  no face found\n")
+        for f in faces:
+            self.faces += 1
+            self.counts[f["label"]] = self.counts.get(f["label"], 0) + 1
+            box = ", ".join(f"{v:.0f}" for v in f["box"])
+            out.append(f"{self._file(path):<{self.width}}  {box:<{self.BOX}}  {f['label']:<9}  {f['score']:.2f}\n")
+        return "".join(out)
+
+    def summary(self, failed: int, seconds: float) -> str:
+        labels = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items(), key=lambda kv: -kv[1]))
+        return (f"{self.images} image(s), {self.faces} face(s)" + (f": {labels}" if labels else "")
+                + (f"; {failed} failed" if failed else "") + f"; {seconds:.1f} s\n")
 
 
 def _one_video(rec: Any, it: Item, planner: Optional[OutputPlanner], every: int, smooth: int,

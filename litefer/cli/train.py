@@ -1,4 +1,4 @@
-"""``litefer train CONFIG [--set key=value ...] [--resume PATH] [--out DIR]``."""
+"""``litefer train CONFIG [--set key=value ...] [--resume RUN] [--out DIR]`` and ``litefer runs [DIR]``."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,11 +12,14 @@ from litefer.cli._common import console, echo_json, fail
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train_cmd(
-        config: Path = typer.Argument(..., help="YAML config (see configs/)."),
+        config: Path = typer.Argument(..., help="YAML config (see configs/), or a run folder to resume "
+                                                "(its config.yaml and last.pt)."),
         set_: Optional[list[str]] = typer.Option(None, "--set", "-s", metavar="KEY=VALUE",
                                                  help="Override a config value, e.g. --set optim.lr=0.01 "
                                                       "(repeatable; dotted keys; YAML values)."),
-        resume: Optional[Path] = typer.Option(None, "--resume", help="Continue from a last.pt checkpoint."),
+        resume: Optional[Path] = typer.Option(None, "--resume", help="Continue a stopped run exactly where it "
+                                                                     "stopped (mid-epoch included): its last.pt "
+                                                                     "or its run folder."),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: the config's "
                                                                        "`out`, runs/<name>)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Train into an output folder that already "
@@ -33,6 +36,14 @@ def register(app: typer.Typer) -> None:
         torchrun --nproc_per_node=N "$(command -v litefer)" train CONFIG."""
         from litefer.training.config import ConfigError, dump_config, load_config
         overrides = list(set_ or [])
+        if config.is_dir():                          # a run folder: resume it with its own config
+            if not (config / "config.yaml").is_file():
+                raise fail(f"{config} is a folder without config.yaml (not a run folder)")
+            if resume is None:
+                resume = config
+            if out is None:
+                out = config
+            config = config / "config.yaml"
         if no_progress:
             overrides.append("train.progress=false")
         try:
@@ -42,6 +53,8 @@ def register(app: typer.Typer) -> None:
         if print_config:
             typer.echo(dump_config(cfg), nl=False)
             return
+        if out is None and resume is not None:       # continue in the folder of the checkpoint
+            out = resume if resume.is_dir() else resume.parent
         out_dir = out if out is not None else cfg.out_dir()
         all_folds = bool(cfg.data.folds) and cfg.data.fold is None and fold in (None, "all")
         if fold not in (None, "all"):
@@ -60,12 +73,17 @@ def register(app: typer.Typer) -> None:
         if resume is None and not overwrite and existing.exists():
             raise fail(f"{existing.parent} already holds a run (last.pt); pass --resume {existing} "
                        f"to continue it, --overwrite to replace it, or --out for another folder")
+        if resume is not None and resume.is_dir():
+            if not (resume / "last.pt").is_file():
+                raise fail(f"--resume {resume}: the folder holds no last.pt")
+            resume = resume / "last.pt"
         if resume is not None and not resume.is_file():
             raise fail(f"--resume {resume}: no such file")
 
         from litefer.data.base import DatasetError
         from litefer.models.checkpoint import CheckpointError
         from litefer.training import trainer
+        import signal as _signal
         try:
             if all_folds:
                 cv = trainer.train_folds(cfg, out_dir)
@@ -78,8 +96,15 @@ def register(app: typer.Typer) -> None:
             raise fail(str(exc))
         except FloatingPointError as exc:
             raise fail(str(exc), code=1)
+        except trainer.TrainingInterrupted as exc:
+            where = exc.checkpoint.parent if exc.checkpoint is not None else out_dir
+            console.print(f"[yellow]interrupted[/] ({_signal.Signals(exc.signum).name}) at epoch {exc.epoch + 1}, "
+                          f"iteration {exc.iteration}; checkpoint written. Continue with:\n"
+                          f"  litefer train {where}", highlight=False, soft_wrap=True)
+            raise typer.Exit(128 + int(exc.signum))
         except KeyboardInterrupt:
-            console.print(f"[yellow]interrupted[/]; continue with --resume {out_dir / 'last.pt'}", highlight=False)
+            console.print(f"[yellow]interrupted[/]; continue from the last checkpoint with: litefer train "
+                          f"{out_dir}", highlight=False, soft_wrap=True)
             raise typer.Exit(130)
         echo_json({
             "out_dir": str(res.out_dir),
@@ -89,3 +114,42 @@ def register(app: typer.Typer) -> None:
             "val_acc": res.best_metrics.get("acc"),
             "test_acc": res.test_metrics["acc"] if res.test_metrics else None,
         })
+
+
+    @app.command("runs")
+    def runs_cmd(
+        folder: Path = typer.Argument(Path("runs"), help="Folder to search for runs (recursively)."),
+        as_json: bool = typer.Option(False, "--json", help="One JSON object per run on stdout."),
+    ) -> None:
+        """List training runs: model, data, epoch / of, best validation so far, images/s,
+        ETA and state (running / stopped / finished / failed)."""
+        from litefer.training.runs import format_eta, list_runs
+        if not folder.is_dir():
+            raise fail(f"{folder}: no such folder")
+        runs = list_runs(folder)
+        if as_json:
+            for r in runs:
+                echo_json(r.to_dict())
+            return
+        if not runs:
+            console.print(f"no runs under {folder}", highlight=False)
+            return
+        from rich.table import Table
+        t = Table(box=None, pad_edge=False)
+        for col in ("run", "model", "data", "epoch", "best val", "img/s", "ETA", "state"):
+            t.add_column(col, justify="right" if col in ("epoch", "best val", "img/s", "ETA") else "left")
+        for r in runs:
+            try:
+                name = str(r.path.relative_to(folder)) if r.path != folder else str(folder)
+            except ValueError:
+                name = str(r.path)
+            ep = "—" if r.epoch is None else f"{r.epoch:.1f}" + (f"/{r.epochs}" if r.epochs else "")
+            best = "—" if r.best_value is None else (
+                f"{100 * r.best_value:.2f} %" if (r.monitor or "val_acc") != "val_loss" else f"{r.best_value:.4f}")
+            if r.best_epoch:
+                best += f" @{r.best_epoch}"
+            ips = "—" if not r.images_per_s else f"{r.images_per_s:.0f}"
+            state = r.state + (f" ({r.note})" if r.note else "")
+            t.add_row(name, r.arch or "—", r.data or "—", ep, best, ips, format_eta(r.eta_s), state)
+        from rich.console import Console
+        Console(soft_wrap=True).print(t)

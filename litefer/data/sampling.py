@@ -9,7 +9,10 @@ with ``n_c`` training images is brought up to ``round(ratio * max_c n_c)`` image
 repeating its images (all of them ``k`` times, then a random subset without
 replacement for the remainder), capped at ``max_factor * n_c``.  The repeats differ
 through the training augmentation (rotation, crop, translation).  The repeated
-indices are re-drawn every epoch.
+indices are re-drawn every epoch.  With ``mark_copies=True`` the added copies are
+returned as ``index + N`` (``N`` = dataset length), so the data path can tell an original
+from a copy: A-MobileNet augments only the copies ("operations ... on the category
+pictures with few samples to expand the samples"), see ``aug.apply_to``.
 """
 from __future__ import annotations
 
@@ -19,10 +22,11 @@ import numpy as np
 
 
 def oversample_indices(targets: Sequence[int] | np.ndarray, rng: np.random.Generator, ratio: float = 1.0,
-                       max_factor: Optional[float] = None) -> np.ndarray:
+                       max_factor: Optional[float] = None, mark_copies: bool = False) -> np.ndarray:
     """All indices of ``targets`` plus the extra copies that bring minority classes up.
 
-    ``targets`` are hard class indices.  Returns an unshuffled int64 array.
+    ``targets`` are hard class indices.  Returns an unshuffled int64 array; with
+    ``mark_copies`` the extra copies are offset by ``len(targets)``.
     """
     y = np.asarray(targets, dtype=np.int64)
     if y.ndim != 1:
@@ -45,7 +49,7 @@ def oversample_indices(targets: Sequence[int] | np.ndarray, rng: np.random.Gener
         extra = goal - n
         if extra <= 0:
             continue
-        members = np.flatnonzero(y == c)
+        members = np.flatnonzero(y == c) + (len(y) if mark_copies else 0)
         full, rest = divmod(extra, n)
         if full:
             out.append(np.tile(members, full))
@@ -76,7 +80,7 @@ class EpochSampler:
 
     def __init__(self, n_or_targets: int | Sequence[int] | np.ndarray, *, shuffle: bool = True, seed: int = 0,
                  oversample: bool = False, ratio: float = 1.0, max_factor: Optional[float] = None,
-                 num_replicas: int = 1, rank: int = 0, pad: bool = True):
+                 num_replicas: int = 1, rank: int = 0, pad: bool = True, mark_copies: bool = False):
         if isinstance(n_or_targets, (int, np.integer)):
             if oversample:
                 raise ValueError("oversampling needs the targets, not just the dataset length")
@@ -89,6 +93,8 @@ class EpochSampler:
         self.shuffle, self.seed, self.epoch = bool(shuffle), int(seed), 0
         self.oversample, self.ratio, self.max_factor = bool(oversample), float(ratio), max_factor
         self.num_replicas, self.rank, self.pad = int(num_replicas), int(rank), bool(pad)
+        #: oversampled copies come back as ``index + n`` (see the module docstring)
+        self.mark_copies = bool(mark_copies) and self.oversample
         if self.oversample:   # validate now, not at the first epoch
             oversample_indices(self.targets, np.random.default_rng(0), self.ratio, self.max_factor)
 
@@ -99,7 +105,7 @@ class EpochSampler:
         """The whole epoch's order (all ranks), before sharding."""
         rng = np.random.default_rng([self.seed, self.epoch, 0x5A3])
         if self.oversample:
-            idx = oversample_indices(self.targets, rng, self.ratio, self.max_factor)
+            idx = oversample_indices(self.targets, rng, self.ratio, self.max_factor, self.mark_copies)
         else:
             idx = np.arange(self.n, dtype=np.int64)
         if self.shuffle:

@@ -70,6 +70,29 @@ def stratified_holdout(targets, frac: float, seed: int = 0) -> tuple[np.ndarray,
     return tr, va
 
 
+def stratified_holdout_count(targets, count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(rest_idx, held_idx): exactly ``count`` images held out, spread over the classes in
+    proportion to their sizes (largest remainder; ties broken by class index), chosen
+    with ``seed``.  Image-level: frames of one subject may land on both sides (this is
+    the protocol of papers that report a single CK+ split, e.g. I-MobileNetV2's 882 / 99).
+    """
+    y = _hard(targets)
+    n = len(y)
+    if not 0 < int(count) < n:
+        raise ValueError(f"hold-out count must be in 1..{n - 1}, got {count}")
+    classes, sizes = np.unique(y, return_counts=True)
+    quota = sizes * (int(count) / n)
+    k = np.floor(quota).astype(np.int64)
+    rem = int(count) - int(k.sum())
+    order = np.lexsort((classes, -(quota - k)))      # largest remainder first
+    k[order[:rem]] += 1
+    rng = np.random.default_rng([int(seed), 0x7E57])
+    held = [rng.choice(np.flatnonzero(y == c), size=int(kk), replace=False) for c, kk in zip(classes, k) if kk]
+    va = np.sort(np.concatenate(held)).astype(np.int64)
+    tr = np.setdiff1d(np.arange(n), va).astype(np.int64)
+    return tr, va
+
+
 def group_of_files(ids: Sequence[str], pattern: str = r"(S\d+)") -> np.ndarray:
     """Subject id per image from a regular expression's first group (default CK+ ``S005``)."""
     import re

@@ -33,61 +33,30 @@ import numpy as np
 
 from litefer.data.base import FaceArrays
 
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+from litefer.preprocess import colour as _shared_colour
+from litefer.preprocess import normalise as _normalise
+from litefer.preprocess import per_channel as _per_channel
+from litefer.preprocess import resize as _resize
 
 
-def _per_channel(v: float | Sequence[float], channels: int, name: str) -> np.ndarray:
-    a = np.atleast_1d(np.asarray(v, dtype=np.float32))
-    if a.size == 1:
-        a = np.repeat(a, channels)
-    if a.size != channels:
-        raise ValueError(f"{name} has {a.size} values for {channels} channels")
-    return a
-
-
-def _colour(img: np.ndarray, channels: int) -> np.ndarray:
-    """uint8 HxW or HxWx3 -> HxW for 1-channel models; grey stays HxW for 3-channel models
-    (repeated to 3 channels only when the tensor is made, after the resize/warp)."""
-    img = np.asarray(img)
-    if img.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 image, got {img.dtype}")
-    if img.ndim == 3 and img.shape[2] == 1:
-        img = img[:, :, 0]
-    if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3):
-        raise ValueError(f"expected an HxW or HxWx3 image, got shape {img.shape}")
-    if channels == 1 and img.ndim == 3:
-        img = np.clip(img.astype(np.float32) @ _LUMA + 0.5, 0, 255).astype(np.uint8)
-    return img
+def _colour(img: np.ndarray, channels: int, grey: bool = False) -> np.ndarray:
+    """uint8 HxW or HxWx3 -> HxW for 1-channel models (and with ``grey``); grey stays HxW
+    for 3-channel models (repeated to 3 channels only when the tensor is made)."""
+    return _shared_colour(img, channels, grey)
 
 
 def _to_tensor(img: np.ndarray, channels: int, mean: np.ndarray, std: np.ndarray):
     import torch
-    x = img.astype(np.float32) * (1.0 / 255.0)
-    if x.ndim == 2:
-        x = x[None]
-    else:
-        x = np.ascontiguousarray(x.transpose(2, 0, 1))
-    if x.shape[0] == 1 and channels == 3:
-        x = np.repeat(x, 3, axis=0)
-    x = (x - mean[:, None, None]) / std[:, None, None]
-    return torch.from_numpy(np.ascontiguousarray(x))
-
-
-def _resize(img: np.ndarray, size: int) -> np.ndarray:
-    import cv2
-    h, w = img.shape[:2]
-    if (h, w) == (size, size):
-        return img
-    interp = cv2.INTER_AREA if size < min(h, w) else cv2.INTER_LINEAR
-    return cv2.resize(img, (size, size), interpolation=interp)
+    return torch.from_numpy(_normalise(img, channels, mean, std))
 
 
 class Preprocess:
     """Deterministic evaluation transform: colour handling, resize, normalisation."""
 
     def __init__(self, size: int, channels: int = 1, mean: float | Sequence[float] = 0.5,
-                 std: float | Sequence[float] = 0.5):
+                 std: float | Sequence[float] = 0.5, grey: bool = False):
         self.size, self.channels = int(size), int(channels)
+        self.grey = bool(grey)
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {channels}")
         if self.size < 1:
@@ -98,17 +67,20 @@ class Preprocess:
             raise ValueError("std must be positive")
 
     def __call__(self, img: np.ndarray, rng: Optional[np.random.Generator] = None):
-        img = _resize(_colour(img, self.channels), self.size)
+        img = _resize(_colour(img, self.channels, self.grey), self.size)
         return _to_tensor(img, self.channels, self.mean, self.std)
 
     def __repr__(self) -> str:
-        return f"Preprocess(size={self.size}, channels={self.channels}, mean={self.mean.tolist()}, std={self.std.tolist()})"
+        return (f"Preprocess(size={self.size}, channels={self.channels}, mean={self.mean.tolist()}, "
+                f"std={self.std.tolist()}, grey={self.grey})")
 
 
 def from_preprocess(preprocess: dict) -> Preprocess:
-    """The evaluation transform of a checkpoint's ``preprocess`` dict."""
+    """The evaluation transform of a checkpoint's ``preprocess`` dict (``grey`` honoured,
+    as the recognizer and the ONNX backend do: see :mod:`litefer.preprocess`)."""
     return Preprocess(preprocess["size"], preprocess.get("channels", 1),
-                      preprocess.get("mean", 0.5), preprocess.get("std", 0.5))
+                      preprocess.get("mean", 0.5), preprocess.get("std", 0.5),
+                      grey=bool(preprocess.get("grey", False)))
 
 
 class Augment:

@@ -15,12 +15,15 @@ model), a checkpoint path (``.safetensors``/``.pt``) or an ``.onnx`` file.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Optional, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 BACKENDS = ("torch", "onnx")
+#: what ``--backend`` accepts: a backend, or ``auto`` (:func:`resolve_backend`)
+BACKEND_CHOICES = ("auto", *BACKENDS)
 
 
 @runtime_checkable
@@ -94,6 +97,36 @@ class TorchBackend:
     __call__ = predict
 
 
+def resolve_backend(kind: str, source: str | Path = "default", device: str = "cpu") -> str:
+    """``"torch"`` or ``"onnx"`` for a requested ``kind`` (``"auto"``, ``"torch"``, ``"onnx"``).
+
+    ``auto`` picks ONNX Runtime when it is installed, the device is the CPU and an ONNX
+    model is at hand without exporting (an ``.onnx`` file, or a bundled model whose
+    export ships with it), or when torch is not installed; else torch.  The bundled
+    model's ONNX and torch outputs agree to 1e-4 (``tests/test_torch_free.py``) and ONNX
+    Runtime starts and runs faster, without importing torch.
+    """
+    kind = str(kind).lower()
+    if kind != "auto":
+        return kind
+    import importlib.util
+    src = str(source)
+    if src.lower().endswith(".onnx"):
+        return "onnx"
+    has_ort = importlib.util.find_spec("onnxruntime") is not None
+    if not has_ort:
+        return "torch"
+    if importlib.util.find_spec("torch") is None:
+        return "onnx"
+    if device not in (None, "cpu"):
+        return "torch"
+    if not Path(src).suffix and os.sep not in src and "/" not in src:
+        from litefer.deploy.sidecar import bundled_onnx
+        if bundled_onnx(src) is not None:
+            return "onnx"
+    return "torch"
+
+
 def make_backend(kind: str = "torch", source: str | Path = "default", device: str = "cpu",
                  **kwargs: Any) -> ClassifierBackend:
     """A backend of ``kind`` (``"torch"`` or ``"onnx"``) for ``source``.
@@ -102,7 +135,7 @@ def make_backend(kind: str = "torch", source: str | Path = "default", device: st
     refused with a hint).  onnx: an ``.onnx`` file, or a checkpoint/bundled name that
     ``OnnxBackend`` exports once and caches; needs the ``onnx`` extra.
     """
-    kind = str(kind).lower()
+    kind = resolve_backend(kind, source, device)
     if kind == "torch":
         if str(source).lower().endswith(".onnx"):
             raise BackendError(f"{source}: an ONNX model needs backend='onnx'")
@@ -115,7 +148,7 @@ def make_backend(kind: str = "torch", source: str | Path = "default", device: st
         except ModuleNotFoundError as exc:
             if exc.name and exc.name.startswith("litefer"):
                 raise BackendError("the ONNX backend (litefer.deploy.onnx_backend) is not available") from None
-            raise BackendError(f"the ONNX backend needs {exc.name}: pip install 'litefer[onnx]'") from None
+            raise BackendError(f"the ONNX backend needs {exc.name}: pip install onnxruntime") from None
         if device not in ("cpu", None) and "providers" not in kwargs:
             kwargs["providers"] = ["CUDAExecutionProvider", "CPUExecutionProvider"] \
                 if str(device).startswith("cuda") else None

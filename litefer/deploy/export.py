@@ -36,8 +36,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from litefer.deploy.onnx_backend import (FORMAT, FORMAT_VERSION, OnnxBackend, file_sha256,
-                                         resolve_checkpoint, sidecar_path, write_meta)
+from litefer.deploy.sidecar import (FORMAT, FORMAT_VERSION, file_sha256, ort, resolve_checkpoint, sidecar_path,
+                                    write_meta)
 
 EXPORTERS = ("auto", "dynamo", "torchscript")
 DEFAULT_OPSET = {"dynamo": 18, "torchscript": 17}
@@ -60,15 +60,8 @@ class ExportResult:
 
 
 def _litefer_version() -> str:
-    try:
-        from litefer import __version__
-        return __version__
-    except ImportError:  # e.g. litefer imported as a namespace package
-        try:
-            from importlib.metadata import version
-            return version("litefer")
-        except Exception:  # pragma: no cover
-            return "unknown"
+    from litefer._version import __version__
+    return __version__
 
 
 def check_writable(path: Path, force: bool) -> None:
@@ -180,8 +173,10 @@ def export_model(model: nn.Module, meta: dict, out: str | os.PathLike, *, opset:
         import onnx
         write_meta(tmp, full)
         onnx.checker.check_model(str(tmp))
-        be = OnnxBackend(tmp, threads=1)
-        got = be.logits(check_x.numpy()) if dynamic_batch else be.logits(check_x.numpy()[:1])
+        so = ort().SessionOptions()
+        so.intra_op_num_threads = 1
+        sess = ort().InferenceSession(str(tmp), so, providers=["CPUExecutionProvider"])
+        got = sess.run([OUTPUT_NAME], {INPUT_NAME: check_x.numpy() if dynamic_batch else check_x.numpy()[:1]})[0]
         diff = float(np.abs(got - ref).max())
         tol = atol * max(1.0, float(np.abs(ref).max()))  # relative for large logits
         if not np.isfinite(diff) or diff > tol:
@@ -219,8 +214,5 @@ def export_onnx(checkpoint: str | os.PathLike = "default", out: str | os.PathLik
 
 
 def _is_bundled(p: Path) -> bool:
-    try:
-        from importlib import resources
-        return p.resolve().parent == Path(str(resources.files("litefer") / "assets")).resolve()
-    except Exception:  # pragma: no cover
-        return False
+    from litefer.paths import ASSETS
+    return p.resolve().parent == ASSETS.resolve()

@@ -14,171 +14,32 @@ in the ONNX file's metadata (key ``litefer``), so a lone ``.onnx`` still runs.
 file, exporting it once (that step needs PyTorch); later calls with the same
 checkpoint bytes hit the cache and need only onnxruntime.
 
-This module imports only numpy, json/hashlib and (lazily) onnxruntime and OpenCV;
-it must never import torch (a test runs it with torch blocked).
+A bundled model ships its ONNX export (``litefer/assets/default.onnx``), so the
+bundled model needs no export at all.  The sidecar format lives in
+:mod:`litefer.deploy.sidecar`, the preprocessing in :mod:`litefer.preprocess`.
+This module imports only numpy and (lazily) onnxruntime and OpenCV; it must never
+import torch (a test runs it with torch blocked).
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 import tempfile
-from importlib import resources
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
-#: sidecar ``format`` value and the version of the sidecar layout
-FORMAT = "litefer-onnx"
-FORMAT_VERSION = 1
-#: key of the sidecar JSON inside the ONNX model's metadata_props
-METADATA_KEY = "litefer"
+from litefer.deploy.sidecar import (CHECKPOINT_SUFFIXES, FORMAT, FORMAT_VERSION, METADATA_KEY,  # noqa: F401
+                                    REQUIRED_FIELDS, OnnxBackendError, bundled_onnx, file_sha256,
+                                    read_sidecar, resolve_checkpoint, sidecar_path, write_meta)
+from litefer.deploy.sidecar import ort as _ort
+from litefer.preprocess import preprocess_faces  # noqa: F401  (the one preprocessing copy)
+
 #: environment variable naming the cache folder (default ``~/.cache/litefer``)
 CACHE_ENV = "LITEFER_CACHE"
 #: bump when the export recipe changes, so cached exports are rebuilt
 CACHE_RECIPE = "1"
-
-#: files taken for checkpoints (exported and cached) rather than ONNX models
-CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt")
-REQUIRED_FIELDS = ("labels", "preprocess", "input", "output")
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-
-
-class OnnxBackendError(RuntimeError):
-    """An ONNX model or its sidecar is missing, unreadable or inconsistent."""
-
-
-# --------------------------------------------------------------------------- files
-
-
-def sidecar_path(onnx_path: str | os.PathLike) -> Path:
-    """``model.onnx`` -> ``model.onnx.json``."""
-    return Path(str(onnx_path) + ".json")
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _check_meta(meta: Any, where: str) -> dict:
-    if not isinstance(meta, dict):
-        raise OnnxBackendError(f"{where}: litefer ONNX metadata is not a JSON object")
-    if meta.get("format") not in (None, FORMAT):
-        raise OnnxBackendError(f"{where}: format {meta.get('format')!r} is not {FORMAT!r}")
-    missing = [k for k in REQUIRED_FIELDS if k not in meta]
-    if missing:
-        raise OnnxBackendError(f"{where}: litefer ONNX metadata lacks {', '.join(missing)}")
-    pre = meta["preprocess"]
-    for k in ("channels", "size", "mean", "std"):
-        if k not in pre:
-            raise OnnxBackendError(f"{where}: preprocess lacks {k!r}")
-    if int(pre["channels"]) not in (1, 3):
-        raise OnnxBackendError(f"{where}: preprocess channels must be 1 or 3, got {pre['channels']}")
-    return meta
-
-
-def read_sidecar(onnx_path: str | os.PathLike) -> dict:
-    """The litefer metadata of an exported model: the sidecar JSON when present, else
-    the copy embedded in the ONNX file's metadata."""
-    onnx_path = Path(onnx_path)
-    side = sidecar_path(onnx_path)
-    if side.is_file():
-        try:
-            meta = json.loads(side.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise OnnxBackendError(f"{side}: unreadable sidecar ({exc})") from None
-        return _check_meta(meta, str(side))
-    if not onnx_path.is_file():
-        raise OnnxBackendError(f"{onnx_path}: no such ONNX file")
-    ort = _ort()
-    try:
-        sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-        raw = sess.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-    except Exception as exc:  # onnxruntime raises its own error types
-        raise OnnxBackendError(f"{onnx_path}: unreadable ONNX model ({exc})") from None
-    if raw is None:
-        raise OnnxBackendError(f"{onnx_path}: no sidecar {side.name} and no embedded litefer metadata; "
-                               "export the model with `litefer export`")
-    return _check_meta(json.loads(raw), str(onnx_path))
-
-
-def write_meta(onnx_path: Path, meta: dict) -> None:
-    """Embed ``meta`` in the ONNX file (metadata_props) and write the sidecar next to it."""
-    import onnx  # the onnx package only; no torch
-    model = onnx.load(str(onnx_path))
-    props = {p.key: p.value for p in model.metadata_props}
-    props[METADATA_KEY] = json.dumps(meta, sort_keys=True)
-    del model.metadata_props[:]
-    for k, v in props.items():
-        model.metadata_props.add(key=k, value=v)
-    model.producer_name = model.producer_name or "litefer"
-    model.doc_string = (f"litefer {meta.get('arch', '')} facial expression classifier; input "
-                        f"{meta['input']['name']} {meta['input']['shape']} = (pixel/255 - mean)/std, "
-                        f"output {meta['output']['name']} (logits; softmax for probabilities)")
-    onnx.save(model, str(onnx_path))
-    sidecar_path(onnx_path).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
-def _ort():
-    try:
-        import onnxruntime
-    except ModuleNotFoundError as exc:
-        raise ModuleNotFoundError("the ONNX backend needs onnxruntime: pip install 'litefer[onnx]'",
-                                  name=exc.name) from None
-    return onnxruntime
-
-
-# --------------------------------------------------------------------------- preprocessing
-
-
-def _colour(img: np.ndarray, channels: int, grey: bool = False) -> np.ndarray:
-    img = np.asarray(img)
-    if img.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 image, got {img.dtype}")
-    if img.ndim == 3 and img.shape[2] == 1:
-        img = img[:, :, 0]
-    if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3):
-        raise ValueError(f"expected an HxW or HxWx3 image, got shape {img.shape}")
-    if (channels == 1 or grey) and img.ndim == 3:  # RGB -> grey, ITU-R 601 luma (as litefer.data.transforms)
-        img = np.clip(img.astype(np.float32) @ _LUMA + 0.5, 0, 255).astype(np.uint8)
-    return img
-
-
-def _resize(img: np.ndarray, size: int) -> np.ndarray:
-    h, w = img.shape[:2]
-    if (h, w) == (size, size):
-        return img
-    import cv2
-    interp = cv2.INTER_AREA if size < min(h, w) else cv2.INTER_LINEAR
-    return cv2.resize(img, (size, size), interpolation=interp)
-
-
-def preprocess_faces(faces: Sequence[np.ndarray] | np.ndarray, preprocess: dict) -> np.ndarray:
-    """uint8 face crops (HxW grey or HxWx3 RGB, any size) -> float32 NCHW batch, the same
-    numbers as ``litefer.data.transforms.from_preprocess(preprocess)`` gives, without torch.
-    ``preprocess["grey"]`` (3-channel models trained on grey faces): RGB is turned to grey
-    first, then repeated to 3 channels."""
-    channels, size = int(preprocess["channels"]), int(preprocess["size"])
-    grey = bool(preprocess.get("grey", False))
-    mean = np.broadcast_to(np.asarray(preprocess.get("mean", 0.5), np.float32).reshape(-1), (channels,))
-    std = np.broadcast_to(np.asarray(preprocess.get("std", 0.5), np.float32).reshape(-1), (channels,))
-    if isinstance(faces, np.ndarray) and faces.ndim == 2:
-        faces = faces[None]
-    out = np.empty((len(faces), channels, size, size), np.float32)
-    for i, face in enumerate(faces):
-        img = _resize(_colour(face, channels, grey), size)
-        x = img.astype(np.float32) * (1.0 / 255.0)
-        x = x[None] if x.ndim == 2 else x.transpose(2, 0, 1)
-        if x.shape[0] == 1 and channels == 3:
-            x = np.repeat(x, 3, axis=0)
-        out[i] = (x - mean[:, None, None]) / std[:, None, None]
-    return out
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -207,7 +68,7 @@ class OnnxBackend:
                  providers: Optional[Sequence[str]] = None, spin: bool = False):
         path = Path(source)
         if path.suffix.lower() in CHECKPOINT_SUFFIXES or (not path.suffix and not path.exists()):
-            path = ensure_onnx(source)  # a checkpoint or a bundled model name
+            path = ensure_onnx(source)  # a checkpoint or a bundled model name (its shipped ONNX)
         if not path.is_file():
             raise OnnxBackendError(f"{path}: no such ONNX file")
         self.path = path
@@ -293,20 +154,6 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "litefer"
 
 
-def resolve_checkpoint(source: str | os.PathLike) -> Path:
-    """A checkpoint path, or the file of a bundled model name (``default``), without torch."""
-    p = Path(source)
-    if p.is_file():
-        return p
-    name = str(source)
-    if os.sep not in name and "/" not in name and not p.suffix:
-        bundled = Path(str(resources.files("litefer") / "assets" / f"{name}.safetensors"))
-        if bundled.is_file():
-            return bundled
-        raise OnnxBackendError(f"bundled model {name!r} is not installed ({bundled} is missing)")
-    raise OnnxBackendError(f"{p}: no such checkpoint file")
-
-
 def ensure_onnx(checkpoint: str | os.PathLike = "default", *, int8: bool = False,
                 cache: str | os.PathLike | None = None, calib_count: int = 300) -> Path:
     """Path of a cached ONNX export of ``checkpoint`` (a path or a bundled model name).
@@ -317,6 +164,10 @@ def ensure_onnx(checkpoint: str | os.PathLike = "default", *, int8: bool = False
     exported (and, with ``int8``, quantised with FER2013 training images for
     calibration), which needs PyTorch.
     """
+    if not int8 and cache is None and not Path(checkpoint).suffix:
+        shipped = bundled_onnx(str(checkpoint))  # a bundled model ships its ONNX export
+        if shipped is not None:
+            return shipped
     ckpt = resolve_checkpoint(checkpoint)
     digest = file_sha256(ckpt)
     root = Path(cache).expanduser() if cache is not None else cache_dir()

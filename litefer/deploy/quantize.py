@@ -29,8 +29,8 @@ from typing import Optional
 
 import numpy as np
 
-from litefer.deploy.onnx_backend import (OnnxBackendError, file_sha256, preprocess_faces, read_sidecar,
-                                         sidecar_path, write_meta)
+from litefer.deploy.sidecar import OnnxBackendError, file_sha256, read_sidecar, sidecar_path, write_meta
+from litefer.preprocess import preprocess_faces
 
 CALIB_METHODS = ("minmax", "percentile", "entropy")
 

@@ -25,9 +25,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from litefer.deploy.backends import ClassifierBackend, check_batch, make_backend
-
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+from litefer.deploy.backends import ClassifierBackend, check_batch, make_backend, resolve_backend
+from litefer.preprocess import preprocess_faces
 
 
 @dataclass
@@ -54,32 +53,22 @@ class FaceResult:
 
 
 def normalise_crops(crops: Sequence[np.ndarray], preprocess: dict, grey: bool = False) -> np.ndarray:
-    """uint8 face crops (H, W, 3) RGB or (H, W) grey -> float32 NCHW batch.
+    """uint8 face crops (H, W, 3) RGB or (H, W) grey -> float32 NCHW batch:
+    :func:`litefer.preprocess.preprocess_faces` (the one preprocessing copy), with
+    ``grey`` forcing grey faces for a 3-channel model."""
+    return preprocess_faces(crops, {**preprocess, "grey": bool(grey or preprocess.get("grey", False))})
 
-    The same numbers as ``litefer.data.transforms.from_preprocess(preprocess)``:
-    ITU-R 601 luma for 1-channel models (and for 3-channel ones with ``grey``),
-    resize to ``size`` (area when shrinking, else bilinear), ``(x/255 - mean)/std``.
-    """
-    import cv2
-    c, s = int(preprocess["channels"]), int(preprocess["size"])
-    mean = np.broadcast_to(np.asarray(preprocess.get("mean", 0.5), np.float32).reshape(-1), (c,))
-    std = np.broadcast_to(np.asarray(preprocess.get("std", 0.5), np.float32).reshape(-1), (c,))
-    out = np.empty((len(crops), c, s, s), np.float32)
-    for i, img in enumerate(crops):
-        img = np.asarray(img)
-        if img.ndim == 3 and img.shape[2] == 1:
-            img = img[:, :, 0]
-        if img.ndim == 3 and (c == 1 or grey):
-            img = np.clip(img.astype(np.float32) @ _LUMA + 0.5, 0, 255).astype(np.uint8)
-        h, w = img.shape[:2]
-        if (h, w) != (s, s):
-            img = cv2.resize(img, (s, s), interpolation=cv2.INTER_AREA if s < min(h, w) else cv2.INTER_LINEAR)
-        x = img.astype(np.float32) * (1.0 / 255.0)
-        x = x[None] if x.ndim == 2 else x.transpose(2, 0, 1)
-        if x.shape[0] == 1 and c == 3:
-            x = np.repeat(x, 3, axis=0)
-        out[i] = (x - mean[:, None, None]) / std[:, None, None]
-    return out
+
+@dataclass
+class RecognizerMeta:
+    """What the recognizer knows of its model when the backend carries no checkpoint
+    metadata (an ONNX sidecar): the same fields as ``litefer.models.checkpoint.ModelMeta``,
+    without importing torch."""
+
+    arch: str
+    labels: list
+    preprocess: dict
+    arch_kwargs: dict
 
 
 def _is_batch(images: Any) -> bool:
@@ -122,29 +111,44 @@ class Recognizer:
 
     @staticmethod
     def _meta(backend: Any) -> Any:
-        from litefer.models.checkpoint import ModelMeta
         meta = getattr(backend, "meta", None)
-        if isinstance(meta, ModelMeta):
-            return meta
+        if meta is not None and not isinstance(meta, dict) and hasattr(meta, "arch"):
+            return meta  # a checkpoint's ModelMeta (torch backend)
         if isinstance(meta, dict):  # the ONNX sidecar
-            return ModelMeta(str(meta.get("arch", "?")), list(backend.labels), dict(backend.preprocess),
-                             dict(meta.get("arch_kwargs") or {}))
-        return ModelMeta(getattr(backend, "arch", "?"), list(backend.labels), dict(backend.preprocess))
+            return RecognizerMeta(str(meta.get("arch", "?")), list(backend.labels), dict(backend.preprocess),
+                                  dict(meta.get("arch_kwargs") or {}))
+        return RecognizerMeta(getattr(backend, "arch", "?"), list(backend.labels), dict(backend.preprocess), {})
 
     # ------------------------------------------------------------------ construction
 
     @classmethod
     def from_pretrained(cls, source: str | os.PathLike = "default", detector: Any = "auto",
-                        device: str = "cpu", backend: str = "torch", *, grey: Optional[bool] = None,
-                        detector_kwargs: Optional[dict] = None, **backend_kwargs: Any) -> "Recognizer":
+                        device: str = "cpu", backend: str = "auto", *, grey: Optional[bool] = None,
+                        detector_kwargs: Optional[dict] = None, threads: Optional[int] = 1,
+                        **backend_kwargs: Any) -> "Recognizer":
         """A recognizer for ``source``: ``"default"`` (the bundled model), a checkpoint
         path (``.safetensors``/``.pt``) or an ``.onnx`` file (which implies
         ``backend="onnx"``).  ``detector``: ``"auto"``, a registered name, a
-        :class:`~litefer.vision.FaceDetector`, or None / ``"none"`` for no detection."""
-        if str(source).lower().endswith(".onnx"):
-            backend = "onnx"
+        :class:`~litefer.vision.FaceDetector`, or None / ``"none"`` for no detection.
+
+        ``backend="auto"`` (the default) is ONNX Runtime when an ONNX model is at hand
+        without exporting (an ``.onnx`` file, the bundled model's shipped export) or when
+        torch is not installed, else torch (see :func:`~litefer.deploy.backends.resolve_backend`).
+        ``threads``: the inference thread policy (default 1: per-face work does not gain
+        from more threads and collapses when other processes load the cores); ONNX Runtime
+        sessions get it per session, torch process-wide (``torch.set_num_threads``);
+        None leaves the runtimes' defaults."""
+        backend = resolve_backend(backend, source, device)
+        if threads is not None:
+            if isinstance(detector, str):
+                detector_kwargs = {"threads": int(threads), **(detector_kwargs or {})}
+            if backend == "onnx":
+                backend_kwargs.setdefault("threads", int(threads))
         det = cls.make_detector(detector, device=device, **(detector_kwargs or {}))
         be = make_backend(backend, source, device=device, **backend_kwargs)
+        if threads is not None and backend == "torch":
+            import torch
+            torch.set_num_threads(int(threads))
         return cls(be, det, grey=grey)
 
     @staticmethod

@@ -16,18 +16,23 @@ class ModelInfo:
     default_input: tuple[int, int]  # (channels, size)
     paper_params: Optional[float] = None   # millions, as the paper reports it
     paper_defines_arch: bool = True        # False where the paper leaves the size open
+    #: compute as the paper reports it, with the paper's own unit (e.g. "397.35 M FLOPs");
+    #: papers differ in what they call FLOPs, so this is quoted, never converted
+    paper_flops: Optional[str] = None
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
 def register_model(name: str, *, paper: str, default_input: tuple[int, int],
-                   paper_params: float | None = None, paper_defines_arch: bool = True):
+                   paper_params: float | None = None, paper_defines_arch: bool = True,
+                   paper_flops: str | None = None):
     """Decorator registering ``fn(num_classes, in_chans, **kw) -> nn.Module`` under ``name``."""
     def deco(fn):
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
-        _REGISTRY[name] = ModelInfo(name, fn, paper, default_input, paper_params, paper_defines_arch)
+        _REGISTRY[name] = ModelInfo(name, fn, paper, default_input, paper_params, paper_defines_arch,
+                                    paper_flops)
         return fn
     return deco
 

@@ -324,17 +324,20 @@ class SpatialBias(nn.Module):
     1x1 conv reduces ``chs`` to ``sb_chs`` channels (BN + ReLU) -> adaptive average pool
     to ``pool x pool`` -> flatten to ``(N, sb_chs, pool*pool)`` -> a 1-D conv whose
     *input channels are the pooled positions* (``pool*pool`` -> ``pool*pool``, kernel
-    ``k`` sliding over the ``sb_chs`` axis, "same" padding), so each output position
-    mixes every pooled position (the global, non-local part) -> BN + ReLU -> reshape to
+    ``k`` sliding over the ``sb_chs`` axis, "same" padding, with a bias), so each output
+    position mixes every pooled position (the global, non-local part) -> reshape to
     ``(N, sb_chs, pool, pool)`` -> bilinear upsample to the map's size.  ``forward``
-    returns ``cat([x, bias], 1)``, ``chs + sb_chs`` wide.
+    returns ``cat([x, bias], 1)``, ``chs + sb_chs`` wide.  As in the LFNSB paper (its
+    "Global Knowledge Aggregation" step) and the released LFNSB code, nothing follows
+    the 1-D conv; ``norm_act=True`` keeps litefer's former BN + ReLU after it (measured
+    in docs/results.md).
 
     Ambiguities and choices: the paper describes the 1-D conv as operating on "the
     flattened feature" without fixing which axis is channels; we treat positions as
     channels (the reading in which one conv is global, also the released LFNSB code's).
     The released code pads the 1-D conv with 0, which silently drops two channels; we pad
-    so ``sb_chs`` is kept.  The BN after it normalises ``N * sb_chs`` values per
-    channel, so batch size 1 trains whenever ``sb_chs >= 2``.
+    so ``sb_chs`` is kept.  With ``norm_act=True`` the BN after it normalises
+    ``N * sb_chs`` values per channel, so batch size 1 trains whenever ``sb_chs >= 2``.
 
     ``concat=False`` is the head variant of the released LFNSB code (used there with
     ``pool=2``): ``forward`` returns the *pooled* global-context map ``(N, sb_chs, pool,
@@ -342,19 +345,20 @@ class SpatialBias(nn.Module):
     classifier."""
 
     def __init__(self, chs: int, sb_chs: int = 8, pool: int = 7, kernel_size: int = 3,
-                 concat: bool = True):
+                 concat: bool = True, norm_act: bool = False):
         super().__init__()
         _check_pos("SpatialBias", chs=chs, sb_chs=sb_chs, pool=pool, kernel_size=kernel_size)
         if sb_chs < 2:
-            raise ValueError("SpatialBias needs sb_chs >= 2 (its BN must see more than one value)")
+            raise ValueError("SpatialBias needs sb_chs >= 2 (its 1-D conv slides over sb_chs values)")
         if kernel_size % 2 != 1:
             raise ValueError(f"SpatialBias kernel_size must be odd, got {kernel_size}")
-        self.pool, self.sb_chs, self.concat = pool, sb_chs, concat
+        self.pool, self.sb_chs, self.concat, self.norm_act = pool, sb_chs, concat, bool(norm_act)
         self.out_chs = chs + sb_chs if concat else sb_chs
         self.reduce = ConvBNAct(chs, sb_chs, 1)
-        self.conv = nn.Conv1d(pool * pool, pool * pool, kernel_size, padding=kernel_size // 2, bias=False)
-        self.bn = nn.BatchNorm1d(pool * pool)
-        self.act = nn.ReLU(inplace=True)
+        self.conv = nn.Conv1d(pool * pool, pool * pool, kernel_size, padding=kernel_size // 2, bias=not norm_act)
+        # norm_act=False: no BN / ReLU after the 1-D conv (bn is None, so fuse skips the pair)
+        self.bn = nn.BatchNorm1d(pool * pool) if norm_act else None
+        self.act = nn.ReLU(inplace=True) if norm_act else nn.Identity()
 
     fuse_pairs = (("conv", "bn"),)
 
@@ -363,7 +367,10 @@ class SpatialBias(nn.Module):
         n = x.shape[0]
         s = adaptive_avg_pool2d(self.reduce(x), self.pool)              # (n, sb, p, p)
         s = s.flatten(2).transpose(1, 2)                                 # (n, p*p, sb)
-        s = self.act(self.bn(self.conv(s)))
+        s = self.conv(s)
+        if self.bn is not None:
+            s = self.bn(s)
+        s = self.act(s)
         return s.transpose(1, 2).reshape(n, self.sb_chs, self.pool, self.pool)
 
     def forward(self, x):
@@ -398,20 +405,38 @@ class GDC(nn.Module):
 class ReverseFusionAct(nn.Module):
     """I-MobileNetV2's reverse fusion: the activation is applied to ``x`` and to its
     inversion ``-x`` and the two are fused, so the negative half of the response is not
-    discarded.  ``mode="concat"`` returns ``cat([act(x), act(-x)])`` (CReLU-style,
-    doubles channels); ``mode="sum"`` returns ``act(x) - act(-x)`` (same width; for ReLU
-    this is the identity, for SELU an odd, saturating, bounded-derivative non-linearity)."""
+    discarded.
 
-    def __init__(self, act: Callable[[], nn.Module] = nn.SELU, mode: str = "sum"):
+    - ``mode="sum"``: ``act(x) - act(-x)`` (same width, no parameters; for ReLU the
+      identity, for SELU an odd, saturating, bounded-derivative non-linearity);
+    - ``mode="learned"``: ``a * act(x) + b * act(-x)`` with per-channel ``a``, ``b``
+      (a depthwise 1x1 "fusion convolution" over the pair; needs ``channels``),
+      initialised to ``a = 1, b = -1`` so it starts as ``sum``;
+    - ``mode="concat"``: ``cat([act(x), act(-x)])`` (CReLU-style, doubles channels; the
+      next 1x1 conv is then a learned fusion over the concatenation)."""
+
+    MODES = ("sum", "learned", "concat")
+
+    def __init__(self, act: Callable[[], nn.Module] = nn.SELU, mode: str = "sum",
+                 channels: Optional[int] = None):
         super().__init__()
-        if mode not in ("sum", "concat"):
-            raise ValueError(f"ReverseFusionAct mode must be 'sum' or 'concat', got {mode!r}")
+        if mode not in self.MODES:
+            raise ValueError(f"ReverseFusionAct mode must be one of {', '.join(self.MODES)}, got {mode!r}")
         self.mode = mode
         self.act = act()
+        if mode == "learned":
+            if not channels or channels < 1:
+                raise ValueError("ReverseFusionAct mode='learned' needs channels >= 1")
+            self.pos_weight = nn.Parameter(torch.ones(1, channels, 1, 1))
+            self.neg_weight = nn.Parameter(-torch.ones(1, channels, 1, 1))
 
     def forward(self, x):
         pos, neg = self.act(x), self.act(-x)
-        return torch.cat([pos, neg], 1) if self.mode == "concat" else pos - neg
+        if self.mode == "concat":
+            return torch.cat([pos, neg], 1)
+        if self.mode == "learned":
+            return self.pos_weight * pos + self.neg_weight * neg
+        return pos - neg
 
 
 class FERNet(nn.Module):

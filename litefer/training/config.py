@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,12 +63,23 @@ class DataConfig:
     num_classes: Optional[int] = None
     #: text file of image ids (one per line, '#' comments) removed from train and val, never from test
     exclude: Optional[str] = None
+    #: image-level test hold-out of train_split when there is no test_split: a count (>= 1,
+    #: e.g. 99 for I-MobileNetV2's CK+ 882 / 99 split) or a fraction (< 1), stratified,
+    #: seeded by val_seed; the validation hold-out is then taken from the rest
+    test_holdout: Optional[float] = None
     #: subject-independent k-fold cross-validation: folds > 1 splits train_split by subject;
     #: fold k is the test set, the other folds train (with a hold-out for selection)
     folds: int = 0
     fold: Optional[int] = None
     #: any further keyword arguments for the reader
     options: dict = field(default_factory=dict)
+    #: detect and 5-point-align every image with model.crop at the model's input size, as
+    #: ``litefer predict`` crops photos (cached once; ``litefer data align`` does it ahead)
+    align: bool = False
+    #: face detector for align (litefer.vision.detect names; auto = the best installed)
+    align_detector: str = "auto"
+    #: images without a detected face: box (crop the whole image as the face) | drop (train/val only)
+    align_missing: str = field(default="box", metadata=_choices("box", "drop"))
 
 
 @dataclass
@@ -84,6 +96,14 @@ class ModelConfig:
     #: face crop the model expects: fer (48x48-style loose crop) or aligned112 (5-point aligned)
     crop: str = field(default="fer", metadata=_choices("fer", "aligned112"))
     pretrained: bool = False
+    #: initialise from a weight file (safetensors, or a weights-only PyTorch state_dict)
+    #: in litefer's parameter names, e.g. ImageNet or MS-Celeb-1M weights a user has;
+    #: litefer's own runs start from scratch (nothing is downloaded)
+    init_from: Optional[str] = None
+    #: glob patterns of model keys that keep their initialisation (e.g. ["classifier.*"])
+    init_exclude: list[str] = field(default_factory=list)
+    #: accept missing / unexpected / shape-mismatched keys (listed in the log) instead of failing
+    init_partial: bool = False
 
 
 @dataclass
@@ -97,6 +117,10 @@ class OptimConfig:
     eps: float = 1e-8
     #: no weight decay on normalisation weights and biases
     no_decay_norm_bias: bool = False
+    #: batch size ``lr`` is stated for; null: no scaling.  Set, the learning rate becomes
+    #: lr * (global batch / lr_base_batch) (linear) or its square root (sqrt)
+    lr_base_batch: Optional[int] = None
+    lr_scaling: str = field(default="linear", metadata=_choices("linear", "sqrt"))
 
 
 @dataclass
@@ -131,11 +155,15 @@ class CenterLossConfig:
 class CosineHarmonyConfig:
     #: weight of the Cosine-Harmony loss next to CE; 0 disables it
     weight: float = 0.0
-    #: mix of the inter-class term (LFNSB: 0.1)
+    #: alpha of the paper's loss = alpha * intra / class_variance + (1 - alpha) * inter (LFNSB: 0.1)
     alpha: float = 0.1
     eps: float = 1e-6
-    #: let the gradient flow through the batch-variance normaliser (literal reading)
-    variance_grad: bool = False
+    #: let the gradient flow through class_variance (the formula as printed)
+    variance_grad: bool = True
+    #: paper: the formula as printed (+ inter); corrected: (1 - alpha) * (2 - inter), the stated intent
+    variant: str = field(default="paper", metadata=_choices("paper", "corrected"))
+    #: embedding: the model's forward_features output; backbone: its pooled backbone map (released code)
+    input: str = field(default="embedding", metadata=_choices("embedding", "backbone"))
 
 
 @dataclass
@@ -186,6 +214,19 @@ class TrainSection:
     #: rich progress bars (rank 0, interactive terminals)
     progress: bool = True
     tensorboard: bool = True
+    #: write a resumable last.pt at least this often, mid-epoch included (0: epoch ends only);
+    #: also written on SIGINT / SIGTERM before the process exits
+    checkpoint_minutes: float = 10.0
+    #: intra-op threads on CPU; null: torch's default (the physical cores)
+    threads: Optional[int] = None
+    #: CPU step options measured at start and kept when they win (channels_last, bf16 with
+    #: cpu_bf16: auto); the choice is cached per CPU/model/batch and reused on resume
+    autotune: bool = True
+    #: torch.compile the training step (inductor cache under $LITEFER_CACHE: warm-up paid once)
+    compile: bool = False
+    #: bf16 autocast on CPU: off | auto (only when the CPU has AVX512-BF16/AMX, the step is
+    #: faster and the logits agree with fp32) | on
+    cpu_bf16: str = field(default="off", metadata=_choices("off", "auto", "on"))
 
 
 @dataclass
@@ -206,6 +247,10 @@ class AugConfig:
     erasing_ratio: list[float] = field(default_factory=lambda: [0.3, 3.3])
     erasing_value: Union[float, str] = field(default=0.0, metadata={"str_choices": ("random",)})
     border: str = field(default="reflect", metadata=_choices("reflect", "constant", "replicate"))
+    #: which training images are augmented: all | oversampled (only the copies that
+    #: train.oversample adds to minority classes; the originals are left as they are —
+    #: A-MobileNet's recipe)
+    apply_to: str = field(default="all", metadata=_choices("all", "oversampled"))
 
 
 @dataclass
@@ -393,11 +438,61 @@ def validate(cfg: TrainConfig, where: str = "config") -> TrainConfig:
     def err(msg: str, key: str) -> ConfigError:
         return ConfigError(msg, where, key)
 
+    # every number finite (nan / inf never make sense in a config)
+    def walk(obj, prefix=""):
+        for f in dataclasses.fields(obj):
+            v = getattr(obj, f.name)
+            key = f"{prefix}{f.name}"
+            if dataclasses.is_dataclass(v):
+                yield from walk(v, key + ".")
+            elif isinstance(v, (list, tuple)):
+                for i, x in enumerate(v):
+                    yield f"{key}[{i}]", x
+            elif not isinstance(v, dict):
+                yield key, v
+    for key, v in walk(cfg):
+        if isinstance(v, float) and not math.isfinite(v):
+            raise err(f"must be a finite number, got {v}", key.split("[")[0])
+
     positive = [("optim.lr", cfg.optim.lr), ("train.epochs", cfg.train.epochs),
-                ("train.batch_size", cfg.train.batch_size)]
+                ("train.batch_size", cfg.train.batch_size), ("optim.eps", cfg.optim.eps)]
     for key, v in positive:
         if v <= 0:
             raise err(f"must be positive, got {v}", key)
+    for key, v in (("model.input_size", cfg.model.input_size), ("train.threads", cfg.train.threads),
+                   ("optim.lr_base_batch", cfg.optim.lr_base_batch), ("train.grad_clip", cfg.train.grad_clip),
+                   ("data.num_classes", cfg.data.num_classes)):
+        if v is not None and v <= 0:
+            raise err(f"must be positive (or null), got {v}", key)
+    if cfg.model.input_size is not None and cfg.model.input_size < 8:
+        raise err(f"is too small for a face ({cfg.model.input_size} px; at least 8)", "model.input_size")
+    non_negative = [("optim.weight_decay", cfg.optim.weight_decay), ("sched.min_lr", cfg.sched.min_lr),
+                    ("sched.decay", cfg.sched.decay), ("train.min_delta", cfg.train.min_delta),
+                    ("train.checkpoint_minutes", cfg.train.checkpoint_minutes),
+                    ("sched.patience", cfg.sched.patience), ("loss.center.alpha", cfg.loss.center.alpha),
+                    ("loss.cosine_harmony.alpha", cfg.loss.cosine_harmony.alpha),
+                    ("loss.cosine_harmony.eps", cfg.loss.cosine_harmony.eps), ("aug.rotation", cfg.aug.rotation),
+                    ("data.val_seed", cfg.data.val_seed), ("train.seed", cfg.train.seed)]
+    for key, v in non_negative:
+        if v < 0:
+            raise err(f"must be >= 0, got {v}", key)
+    for key, v, lo, hi in (("optim.momentum", cfg.optim.momentum, 0.0, 1.0),
+                           ("sched.warmup_start", cfg.sched.warmup_start, 0.0, 1.0),
+                           ("sched.factor", cfg.sched.factor, 0.0, 1.0),
+                           ("aug.translate", cfg.aug.translate, 0.0, 0.99),
+                           ("aug.brightness", cfg.aug.brightness, 0.0, 0.99),
+                           ("aug.contrast", cfg.aug.contrast, 0.0, 0.99),
+                           ("train.oversample.ratio", cfg.train.oversample.ratio, 0.0, 100.0)):
+        if not lo <= v <= hi:
+            raise err(f"must be in [{lo:g}, {hi:g}], got {v}", key)
+    if any(not 0 <= b < 1 for b in cfg.optim.betas):
+        raise err(f"each beta must be in [0, 1), got {cfg.optim.betas}", "optim.betas")
+    if cfg.sched.gamma <= 0:
+        raise err(f"must be positive, got {cfg.sched.gamma}", "sched.gamma")
+    if any(m <= 0 for m in cfg.sched.milestones):
+        raise err(f"milestones are epochs >= 1, got {cfg.sched.milestones}", "sched.milestones")
+    if isinstance(cfg.aug.erasing_value, float) and not math.isfinite(cfg.aug.erasing_value):
+        raise err("must be a finite number or 'random'", "aug.erasing_value")
     if cfg.train.eval_batch_size is not None and cfg.train.eval_batch_size <= 0:
         raise err("must be positive", "train.eval_batch_size")
     if cfg.train.workers is not None and cfg.train.workers < 0:
@@ -423,6 +518,16 @@ def validate(cfg: TrainConfig, where: str = "config") -> TrainConfig:
     if cfg.data.folds and cfg.data.test_split:
         raise err("cross-validation takes its test set from the folds; set data.test_split: null",
                   "data.test_split")
+    if cfg.aug.apply_to == "oversampled" and not cfg.train.oversample.enabled:
+        raise err("'oversampled' augments the copies train.oversample adds; enable train.oversample",
+                  "aug.apply_to")
+    if cfg.data.test_holdout is not None:
+        th = cfg.data.test_holdout
+        if not (th > 0 and (th < 1 or float(th).is_integer())):
+            raise err(f"must be a fraction in (0, 1) or a whole count >= 1, got {th}", "data.test_holdout")
+        if cfg.data.test_split or cfg.data.folds:
+            raise err("a test hold-out replaces data.test_split and data.folds; set those to null / 0",
+                      "data.test_holdout")
     if cfg.data.val_split is None and not 0 < cfg.data.val_fraction < 1:
         raise err("a hold-out validation set needs 0 < val_fraction < 1", "data.val_fraction")
     for key, pair in (("aug.scale", cfg.aug.scale), ("aug.ratio", cfg.aug.ratio),

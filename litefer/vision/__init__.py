@@ -1,4 +1,4 @@
-"""Face detection, alignment and image loading (numpy + OpenCV; MTCNN runs on PyTorch).
+"""Face detection, alignment, image loading and video helpers (numpy, OpenCV, ONNX Runtime; no PyTorch).
 
 >>> from litefer.vision import load_image, create_detector, crop_face
 >>> rgb = load_image("photo.jpg")                 # uint8 RGB, EXIF-rotated

