@@ -166,7 +166,7 @@ def litefer_side(model: str, faces: np.ndarray, y: np.ndarray, labels: list[str]
     from litefer.vision.io import load_image
     out["photos"] = {}
     for name, src, kw in (("torch", model, {}), ("onnx", str(onnx_path), {})) if photos else ():
-        rec = Recognizer.from_pretrained(src, detector=args.detector, backend=name, **kw)
+        rec = Recognizer.from_pretrained(src, detector=args.detector, backend=name, threads=1, **kw)
         rows = []
         for pname, data in photos:
             res = rec(data)
@@ -204,8 +204,8 @@ def markdown(res: dict) -> str:
         lines += ["", "Ratios (fer / litefer; latency > 1 means litefer is faster): " +
                   "; ".join(f"{k} {v:.2f}" for k, v in res["ratios"].items())]
     lines += ["", "End to end per photo (detection + crop + classification, ms):", "",
-              "| photo | faces: fer / litefer | fer (Haar + TFLite) | litefer torch | litefer onnx |",
-              "| --- | --- | ---: | ---: | ---: |"]
+              "| photo | faces: fer / litefer | fer (Haar + TFLite) | litefer torch | litefer onnx | fer / litefer onnx |",
+              "| --- | --- | ---: | ---: | ---: | ---: |"]
     fer_photos = fr["runs"].get("tflite", {}).get("photos", [])
     for i, fp in enumerate(fer_photos):
         lt = lf.get("photos", {}).get("torch", {}).get("rows", [])
@@ -213,7 +213,8 @@ def markdown(res: dict) -> str:
         name = lt[i]["photo"] if i < len(lt) else Path(fp["path"]).name
         lines.append(f"| {name} | {fp['faces']} / {lt[i]['faces'] if i < len(lt) else '—'} | "
                      f"{fmt_ms(fp['total']['median'])} | {fmt_ms(lt[i]['total']['median']) if i < len(lt) else '—'} | "
-                     f"{fmt_ms(lo[i]['total']['median']) if i < len(lo) else '—'} |")
+                     f"{fmt_ms(lo[i]['total']['median']) if i < len(lo) else '—'} | "
+                     + (f"{fp['total']['median'] / lo[i]['total']['median']:.2f}x |" if i < len(lo) else "— |"))
     lines += ["", "Caveat: fer's mini-Xception comes from oarriaga/face_classification, whose training script "
               "trained on FER2013 Training but chose its checkpoint, learning rate and stopping epoch on PublicTest + "
               "PrivateTest (the last 20 % of fer2013.csv), so its PrivateTest accuracy is selected on test."]

@@ -16,7 +16,8 @@ between requests, like the web demo) send the small example photo while abusive 
 run beside them, each from its own address:
 
 - *huge*: a 5120 x 5120 JPEG holding 1,600 faces, one after the other;
-- *bomb*: a 6300 x 6300 16-bit RGB PNG of a few hundred KB (40 Mpixels decoded);
+- *bomb*: ``--bomb-clients`` clients sending a 6300 x 6300 16-bit RGB PNG of a few hundred KB
+  (40 Mpixels decoded) at the same time;
 - *flood*: small photos as fast as possible (the per-client rate limit must answer 429);
 - *garbage*: truncated and non-image uploads (must be 4xx);
 - *disconnect*: half a request body, then the connection is dropped;
@@ -57,6 +58,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 #: where the example photo's face is (x1, y1, x2, y2)
 EXAMPLE_FACE = (172, 60, 275, 178)
+ABUSE_KINDS = ("huge", "bomb", "flood", "garbage", "disconnect", "slowloris")
 
 
 def default_image() -> Path:
@@ -193,7 +195,7 @@ def huge_photo(example: Path, grid: int = 40, tile: int = 128) -> bytes:
         for j in range(grid):
             big.paste(face, (j * tile, i * tile))
     buf = io.BytesIO()
-    big.save(buf, format="JPEG", quality=92)
+    big.save(buf, format="JPEG", quality=80)
     return buf.getvalue()
 
 
@@ -328,19 +330,26 @@ def run_abuse(url: str, port: int, pid: int | None, args: argparse.Namespace, im
             time.sleep(0.2)
 
     threads = [threading.Thread(target=sample, daemon=True)]
-    if not args.no_abuse:
-        threads += [
-            threading.Thread(target=_post_loop, args=("huge", "127.0.0.3", url, headers, [(huge, "image/jpeg")],
-                                                      rec, stop), daemon=True),
-            threading.Thread(target=_post_loop, args=("bomb", "127.0.0.4", url, headers, [(bomb, "image/png")],
-                                                      rec, stop), daemon=True),
-            threading.Thread(target=_post_loop, args=("flood", "127.0.0.6", url, headers, [(image, "image/jpeg")],
-                                                      rec, stop), daemon=True),
-            threading.Thread(target=_post_loop, args=("garbage", "127.0.0.7", url, headers, garbage, rec, stop, 0.2),
-                             daemon=True),
-            threading.Thread(target=_disconnect_loop, args=("127.0.0.8", port, image, rec, stop), daemon=True),
-            threading.Thread(target=_slowloris, args=("127.0.0.5", port, args.slow_clients, rec, stop), daemon=True),
-        ]
+    kinds = set() if args.no_abuse else set(args.abuse.split(","))
+    if "huge" in kinds:
+        threads.append(threading.Thread(target=_post_loop, args=("huge", "127.0.0.3", url, headers,
+                                                                 [(huge, "image/jpeg")], rec, stop), daemon=True))
+    if "bomb" in kinds:
+        threads += [threading.Thread(target=_post_loop, args=("bomb", f"127.0.2.{10 + i}", url, headers,
+                                                              [(bomb, "image/png")], rec, stop), daemon=True)
+                    for i in range(args.bomb_clients)]
+    if "flood" in kinds:
+        threads.append(threading.Thread(target=_post_loop, args=("flood", "127.0.0.6", url, headers,
+                                                                 [(image, "image/jpeg")], rec, stop), daemon=True))
+    if "garbage" in kinds:
+        threads.append(threading.Thread(target=_post_loop, args=("garbage", "127.0.0.7", url, headers, garbage,
+                                                                 rec, stop, 0.2), daemon=True))
+    if "disconnect" in kinds:
+        threads.append(threading.Thread(target=_disconnect_loop, args=("127.0.0.8", port, image, rec, stop),
+                                        daemon=True))
+    if "slowloris" in kinds:
+        threads.append(threading.Thread(target=_slowloris, args=("127.0.0.5", port, args.slow_clients, rec, stop),
+                                        daemon=True))
     t0 = time.monotonic()
     for t in threads:
         t.start()
@@ -360,7 +369,7 @@ def run_abuse(url: str, port: int, pid: int | None, args: argparse.Namespace, im
     g = rec.latency.get("good", [])
     five = {kind: {c: n for c, n in codes.items() if c.startswith("5")} for kind, codes in rec.codes.items()}
     return {
-        "duration_s": args.duration, "good_clients": args.good_clients, "good_interval_s": args.good_interval,
+        "abuse": sorted(set() if args.no_abuse else set(args.abuse.split(","))), "duration_s": args.duration, "good_clients": args.good_clients, "good_interval_s": args.good_interval,
         "good": {"ok": len(g), **latency_summary(g), "status": rec.codes.get("good", {})},
         "abusive": {k: v for k, v in rec.codes.items() if k != "good"},
         "huge_upload": f"5120x5120 JPEG, 1600 faces, {len(huge)} bytes",
@@ -387,8 +396,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--good-clients", type=int, default=3, help="abuse: well-behaved clients (default 3)")
     ap.add_argument("--good-interval", type=float, default=0.25, help="abuse: seconds between a good client's "
                                                                       "requests (default 0.25, the web demo's 4/s)")
+    ap.add_argument("--bomb-clients", type=int, default=4, help="abuse: clients sending the 40 Mpixel PNG "
+                                                                  "at once (default 4)")
     ap.add_argument("--slow-clients", type=int, default=20, help="abuse: slow-loris connections (default 20)")
     ap.add_argument("--no-abuse", action="store_true", help="abuse: good clients only (the baseline)")
+    ap.add_argument("--abuse", default=",".join(ABUSE_KINDS),
+                    help=f"abuse: comma-separated abusive clients to run (default all: {','.join(ABUSE_KINDS)})")
     ap.add_argument("--image", type=Path, default=None, help="photo to send (default: the bundled example)")
     ap.add_argument("--model", default="default")
     ap.add_argument("--backend", default="torch", choices=("torch", "onnx"))
@@ -398,9 +411,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="also write the result here")
     args = ap.parse_args(argv)
     if not (1 <= args.requests <= 100_000 and 1 <= args.concurrency <= 64 and 0 < args.time_limit <= 3600
-            and 1 <= args.duration <= 600 and 0 <= args.good_clients <= 32 and 0 <= args.slow_clients <= 200):
+            and 1 <= args.duration <= 600 and 0 <= args.good_clients <= 32 and 0 <= args.slow_clients <= 200
+            and 0 <= args.bomb_clients <= 16):
         ap.error("keep it bounded: 1..100000 requests, 1..64 clients, time limit up to 3600 s, "
-                 "duration 1..600 s, up to 32 good clients and 200 slow ones")
+                 "duration 1..600 s, up to 32 good clients, 16 bomb clients and 200 slow ones")
+    unknown = set(args.abuse.split(",")) - set(ABUSE_KINDS)
+    if unknown:
+        ap.error(f"--abuse: unknown kind(s) {sorted(unknown)}; known: {', '.join(ABUSE_KINDS)}")
     if args.scenario == "abuse" and args.url:
         ap.error("--scenario abuse starts its own server (it needs its pid for memory); drop --url")
 

@@ -24,7 +24,6 @@ import argparse
 import hashlib
 import io
 import json
-import shutil
 import zipfile
 from pathlib import Path
 

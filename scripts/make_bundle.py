@@ -130,7 +130,11 @@ FER2013/FER+ carry the demographic skews of web image search. Not for decisions 
 ```
 """
     (ASSETS / "MODEL_CARD.md").write_text(card)
-    print(f"wrote {target} and {ASSETS / 'MODEL_CARD.md'}")
+    # the ONNX export ships next to the weights: the torch-free inference path runs it
+    # (litefer.deploy.sidecar.bundled_onnx checks it was exported from exactly these weights)
+    from litefer.deploy.export import export_onnx
+    onnx_path = export_onnx(target, ASSETS / f"{args.name}.onnx", force=True).path
+    print(f"wrote {target}, {onnx_path} and {ASSETS / 'MODEL_CARD.md'}")
 
 
 if __name__ == "__main__":

@@ -116,3 +116,19 @@ def bundled_onnx(tmp_path_factory) -> Path:
     require_bundled_model()
     from litefer.deploy.export import export_onnx
     return export_onnx("default", tmp_path_factory.mktemp("onnx") / "default.onnx").path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Say which random test order ran (``make test`` is quiet, so pytest-randomly's header is not shown)."""
+    seed = getattr(config.option, "randomly_seed", None)
+    if config.pluginmanager.hasplugin("randomly") and isinstance(seed, int):
+        terminalreporter.write_line(f"test order: random, seed {seed} (repeat it with --randomly-seed={seed}; "
+                                    "-p no:randomly runs the file order)")

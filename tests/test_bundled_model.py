@@ -7,14 +7,12 @@ which at least 9 of 10 annotators agreed.  The scenes are composed at test time 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import EXAMPLE, EXAMPLE_LABEL, REPO, bundled_names, require_bundled_model, require_dataset
 
-BUNDLE = REPO / "litefer" / "assets" / "default.safetensors"
 CLEAR = ("happy", "surprise", "neutral")   # the classes with enough unanimous test faces
 
 
@@ -122,6 +120,7 @@ def test_cli_example_prints_the_happy_face():
     assert [f["label"] for f in line["faces"]] == [EXAMPLE_LABEL]
 
 
+@pytest.mark.realdata
 def test_clear_crops_without_detection(rec, clear_faces):
     """--no-detect on 40 unanimous crops per class: at least 85 % right, each class >= 75 %."""
     from litefer.deploy.recognizer import Recognizer
@@ -136,6 +135,7 @@ def test_clear_crops_without_detection(rec, clear_faces):
     assert right / total >= 0.85
 
 
+@pytest.mark.realdata
 def test_composed_scene_finds_faces_and_reads_them(rec, clear_faces):
     """A 4x3 grid of upscaled FER+ faces on grey: faces found where they are, labels right.
 

@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 TRAIN_CONFIGS = ["default_ferplus", "i_mobilenetv2_fer2013", "i_mobilenetv2_ckplus", "a_mobilenet_ferplus",
                  "a_mobilenet_rafdb", "lfnsb_rafdb", "lfnsb_affectnet7", "lfnsb_affectnet8", "se_sepnet_fer2013",
-                 "mini_xception_fer2013"]
+                 "mini_xception_fer2013", "lfnsb_ferplus_ablation"]
 
 
 def _write(tmp_path: Path, text: str, name: str = "exp.yaml") -> Path:

@@ -209,3 +209,30 @@ def test_lfn_gives_embedding_and_pooled_backbone_in_one_pass():
         assert b.shape == (2, m.num_backbone_features) == (2, 256)
         assert torch.allclose(b, m._backbone(x).mean((2, 3)))
         assert torch.allclose(m.forward_backbone(x), b)
+
+
+def test_trainer_step_feeds_the_chosen_tensor_and_refuses_models_without_a_backbone():
+    """configs/lfnsb_ferplus_ablation.yaml with the released code's choice (pooled backbone
+    map) and the corrected variant: one training step through the trainer's building blocks."""
+    from pathlib import Path
+
+    from litefer.training.config import ConfigError, load_config
+    from litefer.training.trainer import _Step, build_criterion, build_model
+    cfg_path = Path(__file__).resolve().parents[1] / "configs" / "lfnsb_ferplus_ablation.yaml"
+    cfg = load_config(cfg_path, ["loss.cosine_harmony.input=backbone", "loss.cosine_harmony.variant=corrected"])
+    torch.manual_seed(0)
+    model, _ = build_model(cfg, 8)
+    crit = build_criterion(cfg, 8, model.num_features, np.full(8, 10), model.num_backbone_features)
+    assert crit.needs_backbone and crit.ch.variant == "corrected" and crit.ch.feat_dim == 256
+    x, y = torch.randn(4, 1, 48, 48), torch.tensor([0, 1, 2, 3])
+    loss, logits, parts = _Step(model.train(), crit)(x, y)
+    loss.backward()
+    assert torch.isfinite(loss) and set(parts) == {"ce", "ch"}
+    with torch.no_grad():       # still in train mode, no step taken: the same batch statistics
+        _, b = model.forward_features(x, return_backbone=True)
+        assert parts["ch"].item() == pytest.approx(crit.ch(b, y).item(), rel=1e-4)
+    # a model without forward_backbone: a config error naming the key
+    with pytest.raises(ConfigError, match="loss.cosine_harmony.input"):
+        build_criterion(cfg, 8, model.num_features, np.full(8, 10), None)
+    with pytest.raises(ConfigError):
+        load_config(cfg_path, ["loss.cosine_harmony.variant=flipped"])

@@ -139,3 +139,51 @@ def test_real_ckplus_and_ferplus_crops_are_aligned():
     fp = load_dataset("ferplus", split="privatetest").subset(range(20))
     _, rep = align_arrays(fp, crop="aligned112", dataset="ferplus")
     assert rep.found >= 14 and len(rep.not_found) == 20 - rep.found
+
+
+def test_cli_align_writes_the_report_and_reuses_the_cache(tmp_path):
+    """`litefer data align folder`: a real photo (face found) and a blank image (none)."""
+    from typer.testing import CliRunner
+
+    from litefer.cli import app
+    ds = tmp_path / "ds"
+    (ds / "happy").mkdir(parents=True)
+    (ds / "sad").mkdir()
+    cv2.imwrite(str(ds / "happy" / "photo.jpg"), cv2.imread(str(EXAMPLE)))
+    cv2.imwrite(str(ds / "sad" / "blank.png"), np.full((512, 512, 3), 200, np.uint8))
+    out = tmp_path / "rep"
+    args = ["data", "align", "folder", "--root", str(ds), "--opt", "color=RGB", "--out", str(out), "--json"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    rec = json.loads(res.output.strip().splitlines()[-1])
+    assert (rec["n"], rec["found"], rec["not_found"], rec["cached"]) == (2, 1, 1, False)
+    assert (out / "not-found-all.txt").read_text().splitlines()[1:] == ["sad/blank.png"]
+    again = CliRunner().invoke(app, args)
+    assert json.loads(again.output.strip().splitlines()[-1])["cached"] is True
+    bad = CliRunner().invoke(app, ["data", "align", "folder", "--root", str(ds), "--crop", "square"])
+    assert bad.exit_code != 0 and "--crop" in bad.output
+
+
+def test_training_config_align_key_gives_the_aligned_crops(tmp_path, monkeypatch):
+    """data.align: true makes the trainer's splits the aligned crops (model.crop, input size);
+    a test split is never dropped from."""
+    from pathlib import Path
+
+    from litefer.training.config import load_config
+    from litefer.training.data import load_split
+    ds = tmp_path / "ds"
+    (ds / "happy").mkdir(parents=True)
+    (ds / "sad").mkdir()
+    cv2.imwrite(str(ds / "happy" / "photo.jpg"), cv2.imread(str(EXAMPLE)))
+    cv2.imwrite(str(ds / "sad" / "blank.png"), np.full((512, 512, 3), 200, np.uint8))
+    base = Path(__file__).resolve().parents[1] / "configs" / "lfnsb_ferplus_ablation.yaml"
+    sets = ["data.dataset=folder", f"data.root={ds}", "data.label_mode=null", "data.num_classes=null",
+            "data.options={color: RGB}", "data.align=true", "data.align_missing=drop",
+            "model.crop=aligned112", "model.input_size=112", "model.in_chans=3", "model.kwargs={img_size: 112}"]
+    cfg = load_config(base, sets)
+    train = load_split(cfg, None, "train")
+    assert train.images.shape == (1, 112, 112, 3) and train.ids == ["happy/photo.jpg"]
+    test = load_split(cfg, None, "test")
+    assert test.ids == ["happy/photo.jpg", "sad/blank.png"]
+    plain = load_split(load_config(base, sets[:5]), None, "train")
+    assert plain.images.shape == (2, 512, 512, 3)

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
+
+from conftest import free_port
 
 TINY = "litefer_test_ddp_tiny"
 
@@ -31,18 +32,12 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
                 "best": str(res.best_checkpoint)}, os.path.join(out, f"rank{rank}.pt"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.timeout(300)
 def test_two_process_gloo_training_keeps_ranks_identical(tmp_path):
     if not torch.distributed.is_available():
         pytest.skip("torch.distributed not available")
     import torch.multiprocessing as mp
-    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
+    mp.start_processes(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     for k in r0["state"]:

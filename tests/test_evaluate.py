@@ -217,7 +217,7 @@ def _cv_config(**data):
         "name": "cvtest", "data": d, "model": {"arch": "mini_xception", "input_size": 24},
         "sched": {"name": "none"}, "optim": {"lr": 0.01},
         "train": {"epochs": 1, "batch_size": 16, "device": "cpu", "progress": False, "tensorboard": False,
-                  "workers": 0},
+                  "workers": 0, "autotune": False},
     })
 
 
@@ -296,10 +296,18 @@ def test_cv_real_trainer_one_epoch(tmp_path):
     assert len(rep.folds) == 2 and rep.by_subject
     for splits in calls:
         assert not set(splits.test.groups.tolist()) & set(splits.train.groups.tolist())
-    for f in rep.folds:
-        assert (f.out_dir / "best.pt").is_file() and f.n_test > 0
-        assert 0.0 <= f.metrics["accuracy"] <= 1.0
-    assert "±" in (tmp_path / "cv" / "cv.md").read_text()
+    for f, splits in zip(rep.folds, calls):
+        assert (f.out_dir / "best.pt").is_file() and f.n_test == len(splits.test) > 0
+        # the fold's accuracy is its best checkpoint's, measured again on its test images ...
+        again = evaluate(f.out_dir / "best.pt", splits.test)
+        assert f.metrics["accuracy"] == pytest.approx(again.metrics["accuracy"], abs=1e-12)
+        # ... and the share of correct rows in its predictions file
+        rows = list(csv.DictReader(open(f.out_dir / "eval" / "predictions.csv")))
+        assert sorted(r["id"] for r in rows) == sorted(splits.test.ids)
+        assert f.metrics["accuracy"] == pytest.approx(sum(int(r["correct"]) for r in rows) / len(rows))
+    accs = [f.metrics["accuracy"] for f in rep.folds]
+    assert rep.summary["accuracy"]["mean"] == pytest.approx(np.mean(accs))
+    assert format_mean_std(accs) in (tmp_path / "cv" / "cv.md").read_text()
 
 
 def test_cli_cv_and_ablate(tmp_path):
@@ -329,7 +337,10 @@ def test_cli_cv_and_ablate(tmp_path):
     rows = list(csv.DictReader(open(out / "ablation.csv")))
     assert [row["variant"] for row in rows] == ["baseline", "no_flip"]
     assert rows[0]["delta_test_acc"] == "0.0" and rows[1]["overrides"] == "aug.hflip=0.0"
-    assert 0 <= float(rows[1]["test_acc"]) <= 1
+    for row in rows:       # each row is its run's test accuracy, as the run itself recorded it
+        run = json.loads((out / row["variant"] / "result.json").read_text())
+        assert float(row["test_acc"]) == pytest.approx(run["test"]["acc"])
+    assert float(rows[1]["delta_test_acc"]) == pytest.approx(float(rows[1]["test_acc"]) - float(rows[0]["test_acc"]))
     md = (out / "ablation.md").read_text()
     assert "| baseline |" in md and "not run yet**: high_lr" in md and "Δ test acc" in md
     # a second run reuses the finished variants and trains only the missing one
@@ -345,6 +356,79 @@ def test_cli_cv_and_ablate(tmp_path):
     assert trained == ["tinyabl-high_lr"] and [r["variant"] for r in res.rows] == ["baseline", "high_lr", "no_flip"]
     r = CliRunner().invoke(app, ["ablate", str(spec), "--only", "nope"])
     assert r.exit_code == 2 and "nope" in _text(r)
+
+
+def _test_subjects(fold_dir: Path) -> set:
+    """Subjects of the images a fold tested (synthetic ids -> the generator's subject ids)."""
+    from litefer.training import synthetic_faces
+    arr = synthetic_faces(64, 3, 24, seed=1)
+    group = dict(zip(arr.ids, arr.groups.tolist()))
+    return {group[r["id"]] for r in csv.DictReader(open(fold_dir / "eval" / "predictions.csv"))}
+
+
+def test_cli_cv_stratified_ignores_subjects(tmp_path):
+    """By default the synthetic data's subject ids make the folds subject-independent; with
+    --stratified the folds are stratified by class instead and a subject may be tested twice."""
+    import yaml
+    cfg_path = tmp_path / "tiny.yaml"
+    cfg_path.write_text(yaml.safe_dump(_cv_config().to_dict()))
+    runs = {}
+    for name, extra in (("subject", []), ("stratified", ["--stratified"])):
+        r = CliRunner().invoke(_app(), ["cv", str(cfg_path), "--folds", "2", "--out", str(tmp_path / name),
+                                        "--quiet", *extra])
+        assert r.exit_code == 0, r.output
+        runs[name] = json.loads((tmp_path / name / "cv.json").read_text())
+    assert runs["subject"]["by_subject"] is True and runs["stratified"]["by_subject"] is False
+    s0, s1 = (_test_subjects(tmp_path / "subject" / f"fold{i}") for i in (0, 1))
+    assert s0 and s1 and not s0 & s1
+    t0, t1 = (_test_subjects(tmp_path / "stratified" / f"fold{i}") for i in (0, 1))
+    assert t0 & t1, "stratified folds split at least one subject across folds"
+    from litefer.training import synthetic_faces
+    arr = synthetic_faces(64, 3, 24, seed=1)
+    total = {lab: int(c) for lab, c in zip(arr.labels, np.bincount(arr.targets, minlength=3))}
+    for i in (0, 1):                    # class-stratified: each class within one image of half its count
+        rows = list(csv.DictReader(open(tmp_path / "stratified" / f"fold{i}" / "eval" / "predictions.csv")))
+        counts = {lab: sum(r["true"] == lab for r in rows) for lab in total}
+        assert all(abs(counts[lab] - total[lab] / 2) <= 1 for lab in total), (counts, total)
+    assert "stratified" in (tmp_path / "stratified" / "cv.md").read_text()
+
+
+def test_ablate_with_folds_and_retraining_a_changed_variant(tmp_path):
+    import yaml
+    from litefer.evaluation.ablation import run_ablation
+    from litefer.training import train
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(_cv_config().to_dict()))
+    spec = tmp_path / "abl.yaml"
+
+    def write_spec(lr: float) -> None:
+        spec.write_text(yaml.safe_dump({"name": "cvabl", "base": "tiny.yaml", "folds": 2,
+                                        "variants": {"baseline": {}, "other_lr": [f"optim.lr={lr}"]}}))
+
+    write_spec(0.05)
+    out = tmp_path / "abl"
+    r = CliRunner().invoke(_app(), ["ablate", str(spec), "--out", str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader(open(out / "ablation.csv")))
+    assert [row["variant"] for row in rows] == ["baseline", "other_lr"]
+    for row in rows:                    # mean and std over the variant's two folds
+        cv = json.loads((out / row["variant"] / "cv.json").read_text())
+        vals = cv["summary"]["accuracy"]["values"]
+        assert len(vals) == 2 and (out / row["variant"] / "fold1" / "best.pt").is_file()
+        assert float(row["test_acc"]) == pytest.approx(np.mean(vals))
+        assert float(row["test_acc_std"]) == pytest.approx(np.std(vals))
+    assert "2-fold cross-validation" in (out / "ablation.md").read_text()
+    # the spec changes one variant: only that variant is trained again (both of its folds)
+    write_spec(0.02)
+    trained = []
+
+    def counting(cfg, out_dir, **kw):
+        trained.append(cfg.name)
+        return train(cfg, out_dir, **kw)
+
+    res = run_ablation(spec, out, quiet=True, train_fn=counting)
+    assert len(trained) == 2 and all("other_lr" in n for n in trained), trained
+    assert [row["overrides"] for row in res.rows] == ["(base)", "optim.lr=0.02"]
+    assert "optim.lr=0.02" in (out / "ablation.md").read_text()
 
 
 def test_ablation_spec_errors(tmp_path):

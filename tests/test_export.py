@@ -348,3 +348,39 @@ def test_int8_keeps_top1_on_real_faces(subject, tmp_path):
     assert acc32 > majority + 0.03, f"fp32 accuracy {acc32:.3f} vs majority class {majority:.3f}"
     assert agree >= INT8_AGREEMENT[subject], f"int8/fp32 top-1 agreement {agree:.3f} (acc {acc32:.3f} -> {acc8:.3f})"
     assert acc8 >= acc32 - 0.03
+
+
+# --------------------------------------------------------------------------- `litefer export --int8`
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("method", ["minmax", "percentile", "entropy"])
+def test_cli_export_int8_each_calibration_method(method, tmp_path):
+    """The CLI quantises the bundled model with each calibration method on real FER2013
+    training faces; the result is a smaller model that still gives the example photo's
+    known answer and agrees with fp32 on real test faces."""
+    from typer.testing import CliRunner
+    from litefer.cli import app
+    from litefer.deploy.recognizer import Recognizer
+    from conftest import EXAMPLE, EXAMPLE_LABEL, require_bundled_model
+    require_bundled_model()
+    require_dataset("fer2013")
+    out = tmp_path / "default.int8.onnx"
+    r = CliRunner().invoke(app, ["export", "default", "--int8", "--calib-method", method, "--calib-count", "64",
+                                 "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["int8"] is True and summary["path"] == str(out)
+    q = read_sidecar(out)["quantization"]
+    assert q["calibration_method"] == method and q["format"] == "QDQ"
+    assert q["calibration"]["dataset"] == "fer2013" and q["calibration"]["split"] == "train"
+    assert q["calibration"]["count"] == 64
+    fp32 = export_onnx("default", tmp_path / "default.onnx").path
+    assert out.stat().st_size < 0.6 * fp32.stat().st_size
+    (face,) = Recognizer.from_pretrained(out, backend="onnx")(EXAMPLE)
+    assert face.label == EXAMPLE_LABEL
+    test = _fer2013("privatetest")
+    faces = test.images[np.random.default_rng(2).choice(len(test), 300, replace=False)]
+    p32 = OnnxBackend(fp32, threads=1).predict_faces(faces)
+    p8 = OnnxBackend(out, threads=1).predict_faces(faces)
+    assert (p32.argmax(1) == p8.argmax(1)).mean() >= 0.9, method

@@ -385,6 +385,7 @@ def test_cli_dry_run_on_a_real_video(tmp_path, music):
     assert all(d["mood"] == first["mood"] for d in lines)
 
 
+@pytest.mark.realdata
 def test_cli_switches_playlist_when_a_real_face_changes_expression(tmp_path, music):
     """A clip of a real happy face, then a real surprised face (FER+ PrivateTest faces
     that >= 90 % of annotators agreed on, composed at test time, never stored): the
@@ -419,3 +420,31 @@ def test_cli_switches_playlist_when_a_real_face_changes_expression(tmp_path, mus
     assert [p["mood"] for p in plays] == ["happy", "surprise"], plays
     assert plays[0]["track"].startswith("upbeat/") and plays[1]["track"].startswith("calm/")
     assert plays[1]["reason"] == "mood-change" and 4.0 <= plays[1]["t"] <= 6.5
+
+
+def test_cli_onnx_backend_max_seconds_and_min_confidence(tmp_path, music, bundled_onnx):
+    """The real model exported to ONNX drives the player: the smiling astronaut starts the
+    happy playlist; --max-seconds stops at that much video time; --min-confidence above what
+    the model reaches keeps the player silent."""
+    from typer.testing import CliRunner
+    from litefer.cli import app
+    video = make_video(tmp_path / "face.avi", real_photo(), seconds=3.0, fps=8)
+    moods = write_map(tmp_path, "happy: upbeat\ndefault: calm\n")
+    base = ["moodplayer", "--music", str(music), "--map", str(moods), "--video", str(video), "--window", "0.5",
+            "--fps", "2", "--smoothing", "mean", "--dry-run", "--seed", "0", "--model", str(bundled_onnx),
+            "--backend", "onnx", "--max-seconds", "1"]
+
+    def decisions(r):
+        return [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+
+    r = CliRunner().invoke(app, base)
+    assert r.exit_code == 0, r.output
+    (first, *_) = decisions(r)
+    assert first["event"] == "play" and first["mood"] == EXAMPLE_LABEL and first["track"].startswith("upbeat/")
+    assert "3frame(s)analysed" in flat(r.output)          # t = 0, 0.5 and 1.0 s of the 3 s video
+    conf = first["confidence"]
+    assert 0.5 < conf < 1.0
+    r = CliRunner().invoke(app, [*base, "--min-confidence", f"{(conf + 1) / 2:.6f}"])
+    assert r.exit_code == 0, r.output
+    assert [d for d in decisions(r) if d["event"] == "play"] == []
+    assert "3frame(s)analysed" in flat(r.output)

@@ -143,3 +143,16 @@ def test_library_helpers(tmp_path):
         make_output_folder(blocker / "x")
     assert make_output_folder(tmp_path / "made").is_dir()
     assert link_problem(d / "a.jpg") is None
+
+
+def test_evaluate_out_errors_are_clear(tmp_path):
+    """`litefer evaluate --out` under a file or in /proc: one line, no traceback."""
+    from litefer.cli import app
+    f = tmp_path / "note.txt"
+    f.write_text("a file")
+    outs = [f / "sub"] + (["/proc/litefer-eval"] if sys.platform.startswith("linux") else [])
+    for out in outs:
+        r = CliRunner().invoke(app, ["evaluate", "default", "--dataset", "synthetic", "--split", "test",
+                                     "--opt", "n=8", "--opt", "num_classes=8", "--out", str(out)])
+        clean(r)
+        assert str(out) in said(r)

@@ -17,6 +17,8 @@ import torch
 
 from conftest import require_dataset
 
+pytestmark = [pytest.mark.realdata, pytest.mark.slow]   # minutes of real training
+
 REPO = Path(__file__).resolve().parents[1]
 N_TRAIN, EPOCHS = 6000, 3
 
@@ -58,8 +60,8 @@ def test_resume_on_real_data_is_exact(setup, straight, tmp_path):
     cfg, data = setup
     part = train(cfg, out_dir=tmp_path, data=data, max_epochs=EPOCHS - 1, quiet=True)
     resumed = train(cfg, out_dir=tmp_path, data=data, resume=part.last_checkpoint, quiet=True)
-    a = torch.load(straight.last_checkpoint, map_location="cpu", weights_only=False)["state_dict"]
-    b = torch.load(resumed.last_checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    a = torch.load(straight.last_checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    b = torch.load(resumed.last_checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k

@@ -6,7 +6,6 @@ loader used ``weights_only=True`` every command below ran the payload (and most 
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest

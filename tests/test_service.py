@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from litefer.apps.service import create_app, decode_image, sniff_image_type, ApiError  # noqa: E402
 from litefer.labels import CANONICAL  # noqa: E402
 
-from conftest import EXAMPLE_LABEL, real_photo, require_bundled_model  # noqa: E402
+from conftest import EXAMPLE_LABEL, free_port, real_photo, require_bundled_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -429,13 +429,6 @@ def test_real_model_concurrent_requests_agree(real_app):
 # ------------------------------------------------------------------ `litefer serve`, for real
 
 
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def served(tmp_path: Path, *args: str, env_key: str | None = None):
     """`litefer serve ARGS` in a child process on 127.0.0.1 (a free port), until it answers
@@ -444,7 +437,7 @@ def served(tmp_path: Path, *args: str, env_key: str | None = None):
     import subprocess
     import sys
     import httpx
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path / f"serve-{port}.log", "w+")
     env = {k: v for k, v in os.environ.items() if k != "LITEFER_API_KEY"}
     env["OMP_NUM_THREADS"] = "1"

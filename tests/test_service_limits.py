@@ -17,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -277,6 +276,120 @@ def test_heavy_images_leave_a_worker_for_small_ones():
         assert first.result(30).status_code == 200
 
 
+def test_admission_serves_clients_in_turn():
+    """A client with a backlog does not make another client wait behind all of it."""
+    import asyncio
+    from litefer.apps.service import Admission, ServiceStats
+
+    async def scenario() -> list[str]:
+        adm = Admission(1, queue_size=10, timeout=30, stats=ServiceStats())
+        order: list[str] = []
+        release = {k: asyncio.Event() for k in ("A0", "A1", "A2", "A3", "B0")}
+
+        async def req(name: str, client: str):
+            async with adm.slot(False, client):
+                order.append(name)
+                await release[name].wait()
+
+        tasks = [asyncio.create_task(req("A0", "a"))]
+        await asyncio.sleep(0)
+        tasks += [asyncio.create_task(req(f"A{i}", "a")) for i in (1, 2, 3)]
+        await asyncio.sleep(0)
+        tasks.append(asyncio.create_task(req("B0", "b")))  # arrives last, behind a's backlog
+        await asyncio.sleep(0)
+        assert adm.waiting == 4 and adm.running == 1
+        for name in ("A0", "B0", "A1", "A2", "A3"):
+            while name not in order:
+                await asyncio.sleep(0)
+            release[name].set()
+        await asyncio.gather(*tasks)
+        assert adm.running == 0 and adm.waiting == 0
+        return order
+
+    assert asyncio.run(scenario()) == ["A0", "B0", "A1", "A2", "A3"]
+
+
+def test_admission_light_request_passes_heavy_ones_waiting():
+    """Heavy requests queued for the heavy lane do not hold up a light one when a worker is free."""
+    import asyncio
+    from litefer.apps.service import Admission, ServiceStats
+
+    async def scenario():
+        adm = Admission(2, queue_size=10, timeout=30, stats=ServiceStats())
+        hold = asyncio.Event()
+        got = []
+
+        async def req(name, heavy, client):
+            async with adm.slot(heavy, client):
+                got.append(name)
+                if heavy:
+                    await hold.wait()
+
+        h = [asyncio.create_task(req(f"H{i}", True, f"h{i}")) for i in range(3)]
+        await asyncio.sleep(0)
+        assert got == ["H0"] and adm.waiting == 2  # one heavy lane of two workers
+        await asyncio.wait_for(req("L", False, "l"), 5)  # served at once by the free worker
+        assert got == ["H0", "L"] and adm.waiting == 2
+        hold.set()
+        await asyncio.gather(*h)
+        return got
+
+    assert sorted(asyncio.run(scenario())) == ["H0", "H1", "H2", "L"]
+
+
+def test_admission_timeout_leaves_no_ghost_in_the_queue():
+    import asyncio
+    from litefer.apps.service import Admission, ServiceStats
+
+    async def scenario():
+        stats = ServiceStats()
+        adm = Admission(1, queue_size=1, timeout=0.05, stats=stats)
+        hold = asyncio.Event()
+
+        async def holder():
+            async with adm.slot(False, "a"):
+                await hold.wait()
+
+        t = asyncio.create_task(holder())
+        await asyncio.sleep(0)
+        for _ in range(3):  # each waits, times out, and must leave the queue empty again
+            with pytest.raises(ApiError) as e:
+                async with adm.slot(False, "b"):
+                    pass
+            assert e.value.status == 503 and adm.waiting == 0
+        hold.set()
+        await t
+        async with adm.slot(False, "b"):
+            assert adm.running == 1
+        return stats.snapshot()
+
+    c = asyncio.run(scenario())
+    assert c["busy_queue_timeout"] == 3 and c["busy_queue_full"] == 0
+
+
+def test_heavy_requests_run_on_lower_priority_threads():
+    import os
+    import sys
+    seen = []
+
+    class Where(Rec):
+        def __call__(self, rgb):
+            tid = threading.get_native_id()
+            nice = os.getpriority(os.PRIO_PROCESS, tid) if sys.platform.startswith("linux") else None
+            seen.append((threading.current_thread().name, nice))
+            return super().__call__(rgb)
+
+    base = os.getpriority(os.PRIO_PROCESS, 0) if sys.platform.startswith("linux") else None
+    app = create_app(recognizer=Where(), limits=ServiceLimits(heavy_pixels=2000))
+    with TestClient(app) as c:
+        assert c.post("/v1/predict", content=encode((30, 20))).status_code == 200   # light
+        assert c.post("/v1/predict", content=encode((80, 60))).status_code == 200   # heavy
+    (light_name, light_nice), (heavy_name, heavy_nice) = seen
+    assert not light_name.startswith("litefer-heavy") and heavy_name.startswith("litefer-heavy")
+    if base is not None:
+        assert light_nice == base and heavy_nice == min(19, base + service.HEAVY_NICENESS)
+
+
 def test_decoding_runs_inside_the_worker_slots(monkeypatch):
     """Decoding is bounded like inference: never more concurrent decodes than workers."""
     active, peak, lock = [0], [0], threading.Lock()
@@ -506,3 +619,18 @@ def test_live_server_checks_host(live):
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_host"
     r = httpx.post(f"http://127.0.0.1:{live.port}/v1/predict", content=encode())
     assert r.status_code == 200 and r.json()["truncated"] is False
+
+
+def test_fuzzed_uploads_are_answered_200_or_4xx():
+    """Mutated images of every accepted format (benchmarks/fuzz_uploads.py, a small fixed-seed run)."""
+    import importlib.util
+    import warnings
+    spec = importlib.util.spec_from_file_location("fuzz_uploads", REPO / "benchmarks" / "fuzz_uploads.py")
+    fuzz = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fuzz)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = fuzz.run(200, seed=1)
+    assert res["failures"] == 0, res["first_failures"]
+    assert set(res["statuses"]) <= {"200", "400", "413", "415", "422"}
+    assert int(res["statuses"].get("200", 0)) > 0 and int(res["statuses"].get("422", 0)) > 0

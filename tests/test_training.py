@@ -12,7 +12,7 @@ import torch
 from litefer.data.sampling import EpochSampler, OversamplingSampler, class_counts_after, oversample_indices
 from litefer.data.transforms import Augment, AugmentedFaces, Preprocess, from_preprocess
 from litefer.training import (ConfigError, LRSchedule, config_from_dict, metrics_from_confusion, prepare_data,
-                              synthetic_faces, train, train_folds)
+                              synthetic_faces, train)
 from litefer.training.config import SchedConfig
 
 from fixtures.models import TINY
@@ -31,7 +31,8 @@ def _cfg(**sections) -> "TrainConfig":  # noqa: F821
         "model": {"arch": TINY, "in_chans": 1, "input_size": 24},
         "optim": {"name": "adam", "lr": 3e-3},
         "sched": {"name": "cosine"},
-        "train": {"epochs": 3, "batch_size": 32, "progress": False, "seed": 0},
+        # autotune measures step times: off, so that no result depends on the clock
+        "train": {"epochs": 3, "batch_size": 32, "progress": False, "seed": 0, "autotune": False},
         "aug": {"hflip": 0.5, "rotation": 8, "scale": [0.85, 1.0]},
     }
     for sec, vals in sections.items():
@@ -235,7 +236,7 @@ def test_checkpoints_follow_the_checkpoint_format(trained):
     x = torch.randn(3, 1, 24, 24)
     with torch.no_grad():
         assert torch.allclose(model(x), res.model(x), atol=1e-6)
-    last = torch.load(res.last_checkpoint, map_location="cpu", weights_only=False)
+    last = torch.load(res.last_checkpoint, map_location="cpu", weights_only=True)
     ts = last["training_state"]
     for key in ("optimizer", "center_optimizer", "scheduler", "rng_per_rank", "history", "criterion", "best"):
         assert key in ts, key
@@ -252,8 +253,8 @@ def test_resume_continues_exactly(tmp_path):
     part = train(cfg, out_dir=tmp_path / "b", max_epochs=1, quiet=True)
     assert len(part.history) == 1
     resumed = train(cfg, out_dir=tmp_path / "b", resume=part.last_checkpoint, quiet=True)
-    a = torch.load(straight.last_checkpoint, map_location="cpu", weights_only=False)
-    b = torch.load(resumed.last_checkpoint, map_location="cpu", weights_only=False)
+    a = torch.load(straight.last_checkpoint, map_location="cpu", weights_only=True)
+    b = torch.load(resumed.last_checkpoint, map_location="cpu", weights_only=True)
     for k in a["state_dict"]:
         assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
     for k in a["training_state"]["criterion"]:
@@ -311,9 +312,10 @@ def test_subject_folds_and_train_folds(tmp_path):
     s1 = prepare_data(_cfg(data={"test_split": None, "val_split": None, "folds": 2, "fold": 1}))
     assert not set(s0.test.groups) & set(s0.train.groups) and not set(s0.test.groups) & set(s0.val.groups)
     assert sorted(s0.test.ids + s1.test.ids) == sorted(synthetic_faces(192, 4, 24, seed=1).ids)
-    cv = train_folds(cfg, tmp_path, quiet=True)
+    from litefer.evaluation.cv import cross_validate          # the one CV runner
+    cv = cross_validate(cfg, out_dir=tmp_path, quiet=True)
     assert len(cv.folds) == 2 and (tmp_path / "fold1" / "best.pt").is_file()
-    assert json.loads((tmp_path / "cv.json").read_text())["folds"] == 2
+    assert json.loads((tmp_path / "cv.json").read_text())["k"] == 2
 
 
 def test_soft_targets_train_with_balanced_weights(tmp_path):
@@ -351,6 +353,79 @@ def test_soft_targets_train_with_balanced_weights(tmp_path):
     loss = lambda r: [h["train_loss"] for h in r.history]  # noqa: E731
     assert loss(runs["balanced"]) == pytest.approx(loss(runs["explicit"]), rel=1e-5)
     assert loss(runs["balanced"]) != pytest.approx(loss(runs["none"]), rel=1e-3)
+
+
+def _params(res) -> dict:
+    return {k: v.detach().clone() for k, v in res.model.named_parameters()}
+
+
+def test_monitor_val_loss_selects_the_lowest_validation_loss(tmp_path):
+    res = train(_cfg(train={"epochs": 4, "monitor": "val_loss"}), out_dir=tmp_path, quiet=True)
+    losses = [r["val_loss"] for r in res.history]
+    assert res.best_epoch == 1 + int(np.argmin(losses))
+    from litefer.models.checkpoint import read_checkpoint
+    _, _, raw = read_checkpoint(res.best_checkpoint)
+    assert raw["epoch"] == res.best_epoch and raw["metrics"]["monitor"] == "val_loss"
+    # early stopping watches the same metric: a loss can never fall by 100 in one epoch
+    res = train(_cfg(train={"epochs": 10, "monitor": "val_loss", "early_stopping": 2, "min_delta": 100.0}),
+                out_dir=tmp_path / "es", quiet=True)
+    assert res.stopped_early and len(res.history) == 3 and res.best_epoch == 1
+
+
+def test_grad_clip_bounds_every_step(tmp_path):
+    """Plain SGD with the gradient norm clipped to c moves the weights by at most lr * c per
+    step; without clipping the same run moves them hundreds of times further."""
+    sgd = {"name": "sgd", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0}
+    start = _params(train(_cfg(train={"epochs": 1}, optim={**sgd, "lr": 1e-12}, sched={"name": "none"}),
+                          out_dir=tmp_path / "start", quiet=True))
+    clip = 1e-4
+    clipped = train(_cfg(train={"epochs": 1, "grad_clip": clip}, optim=sgd, sched={"name": "none"}),
+                    out_dir=tmp_path / "clip", quiet=True)
+    free = train(_cfg(train={"epochs": 1}, optim=sgd, sched={"name": "none"}), out_dir=tmp_path / "free", quiet=True)
+
+    def moved(res) -> float:
+        p = _params(res)
+        return float(torch.sqrt(sum(((p[k] - start[k]) ** 2).sum() for k in start)))
+
+    steps = 192 // 32
+    assert 0 < moved(clipped) <= steps * 0.1 * clip * 1.01
+    assert moved(free) > 100 * steps * 0.1 * clip
+
+
+def test_diverging_loss_stops_with_a_clear_error(tmp_path):
+    cfg = _cfg(train={"epochs": 2}, optim={"name": "sgd", "lr": 1e8, "momentum": 0.9}, sched={"name": "none"})
+    with pytest.raises(FloatingPointError, match="lower optim.lr"):
+        train(cfg, out_dir=tmp_path, quiet=True)
+
+
+def test_resume_refuses_another_model_or_label_set(tmp_path):
+    part = train(_cfg(train={"epochs": 2}), out_dir=tmp_path / "a", max_epochs=1, quiet=True)
+    other_arch = _cfg(train={"epochs": 2}, model={"arch": "mini_xception", "input_size": 24})
+    with pytest.raises(ConfigError, match="mini_xception"):
+        train(other_arch, out_dir=tmp_path / "b", resume=part.last_checkpoint, quiet=True)
+    three = _cfg(train={"epochs": 2}, data={"num_classes": 3})
+    with pytest.raises(ConfigError, match="litefer_test_tiny"):
+        train(three, out_dir=tmp_path / "c", resume=part.last_checkpoint, quiet=True)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="last.pt"):
+        train(_cfg(), out_dir=tmp_path / "d", resume=tmp_path / "empty", quiet=True)
+    # the folder of a run resumes from its last.pt
+    done = train(_cfg(train={"epochs": 2}), out_dir=tmp_path / "a", resume=tmp_path / "a", quiet=True)
+    assert len(done.history) == 2
+
+
+def test_loader_workers_do_not_change_the_result(tmp_path):
+    """Augmentation depends only on (seed, epoch, batch): ``train.workers`` > 0 gives the very
+    same run as 0 (today the trainer makes its batches in-process whatever ``workers`` says;
+    this keeps it so should loader processes come back)."""
+    aug = {"hflip": 0.5, "rotation": 10, "scale": [0.8, 1.0], "erasing": 0.5}
+    runs = [train(_cfg(train={"epochs": 2, "workers": w}, aug=aug), out_dir=tmp_path / f"w{w}", quiet=True)
+            for w in (0, 2)]
+    a, b = (r.model.state_dict() for r in runs)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    drop = ("time_s", "images_per_s")
+    strip = lambda h: [{k: v for k, v in r.items() if k not in drop} for r in h]  # noqa: E731
+    assert strip(runs[0].history) == strip(runs[1].history)
 
 
 def test_model_config_errors_name_the_key(tmp_path):

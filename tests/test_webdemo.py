@@ -241,7 +241,9 @@ def test_api_key_flow(keyed_url, browser_factory, tmp_path):
     page.dispatch_event("#api-key", "change")
     page.wait_for_function("document.getElementById('model-info').textContent.includes('model default')",
                            timeout=30_000)
-    page.set_input_files("#photo-input", str(real_photo()))
+    again = tmp_path / "again.jpg"                 # another file: re-choosing the same one fires no change
+    shutil.copyfile(real_photo(), again)
+    page.set_input_files("#photo-input", str(again))
     page.wait_for_function("window.liteferLast && window.liteferLast.faces.length > 0", timeout=60_000)
     assert page.evaluate("window.liteferLast")["faces"][0]["label"] == EXAMPLE_LABEL
     page.reload()

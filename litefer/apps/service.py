@@ -49,8 +49,9 @@ import sys
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
@@ -357,8 +358,11 @@ class Admission:
     wait for a slot, each at most ``timeout`` seconds; otherwise :class:`ApiError` 503 with
     a ``Retry-After`` estimated from recent service times.
 
-    Heavy requests (large images) may hold at most ``slots - 1`` slots (1 when there is
-    only one), so with two or more workers a small request never waits behind huge ones.
+    A free slot goes to the waiting client (by address) that was served longest ago, first
+    come first served within a client, so one client sending request after request cannot
+    make everyone else wait behind it.  Heavy requests (large images) may hold at
+    most ``slots - 1`` slots (1 when there is only one), so with two or more workers a
+    small request never waits behind huge ones.  Runs on the event loop (no locks).
     """
 
     def __init__(self, slots: int, queue_size: int, timeout: float, stats: ServiceStats):
@@ -366,10 +370,14 @@ class Admission:
         self.heavy_slots = max(1, self.slots - 1)
         self.running = 0
         self.running_heavy = 0
-        self.waiting = 0
-        self._sem: Optional[asyncio.Semaphore] = None
-        self._heavy: Optional[asyncio.Semaphore] = None
+        self._queues: "OrderedDict[str, list[tuple[asyncio.Future, bool]]]" = OrderedDict()
+        self._served: "OrderedDict[str, int]" = OrderedDict()  # client -> turn it was last given a slot
+        self._turn = 0
         self._mean_s = 0.5  # running mean of the time a request holds a slot
+
+    @property
+    def waiting(self) -> int:
+        return sum(len(q) for q in self._queues.values())
 
     @property
     def saturated(self) -> bool:
@@ -384,44 +392,78 @@ class Admission:
         after = str(self.retry_after())
         return ApiError(503, "busy", f"the service is busy ({why}); retry after {after} s", {"Retry-After": after})
 
-    @asynccontextmanager
-    async def slot(self, heavy: bool = False):
-        if self._sem is None:
-            self._sem = asyncio.Semaphore(self.slots)
-            self._heavy = asyncio.Semaphore(self.heavy_slots)
-        sems = [self._heavy, self._sem] if heavy else [self._sem]
-        if any(x.locked() for x in sems) and self.waiting >= self.queue_size:
-            self.stats.add("busy_queue_full")
-            raise self._busy(f"{self.running} requests running, {self.waiting} waiting")
-        self.waiting += 1
-        held: list[asyncio.Semaphore] = []
-        deadline = time.monotonic() + self.timeout
-        try:
-            for sem in sems:
-                await asyncio.wait_for(sem.acquire(), max(0.0, deadline - time.monotonic()))
-                held.append(sem)
-        except asyncio.TimeoutError:
-            for sem in held:
-                sem.release()
-            self.stats.add("busy_queue_timeout")
-            raise self._busy(f"no worker became free within {self.timeout:g} s") from None
-        except BaseException:
-            for sem in held:
-                sem.release()
-            raise
-        finally:
-            self.waiting -= 1
+    def _fits(self, heavy: bool) -> bool:
+        return self.running < self.slots and (not heavy or self.running_heavy < self.heavy_slots)
+
+    def _take(self, heavy: bool, client: str) -> None:
         self.running += 1
         self.running_heavy += heavy
+        self._turn += 1
+        self._served[client] = self._turn
+        self._served.move_to_end(client)
+        while len(self._served) > 4096:  # bounded: forget the longest-unserved clients
+            self._served.popitem(last=False)
+
+    def _dispatch(self) -> None:
+        """Hand free slots to waiting requests: the client served longest ago goes first."""
+        for client in [c for c, q in self._queues.items() if not q]:
+            del self._queues[client]
+        while self.running < self.slots:
+            ready = [(self._served.get(c, 0), c) for c, q in self._queues.items() if self._fits(q[0][1])]
+            if not ready:
+                return
+            client = min(ready)[1]
+            q = self._queues[client]
+            fut, heavy = q.pop(0)
+            if not q:
+                del self._queues[client]
+            self._take(heavy, client)
+            fut.set_result(True)
+
+    def _forget(self, client: str, fut: asyncio.Future) -> None:
+        q = self._queues.get(client)
+        if q:
+            q[:] = [w for w in q if w[0] is not fut]
+            if not q:
+                del self._queues[client]
+
+    @asynccontextmanager
+    async def slot(self, heavy: bool = False, client: str = "?"):
+        if not self._queues and self._fits(heavy):
+            self._take(heavy, client)
+        else:
+            if self.waiting >= self.queue_size:
+                self.stats.add("busy_queue_full")
+                raise self._busy(f"{self.running} requests running, {self.waiting} waiting")
+            fut = asyncio.get_running_loop().create_future()
+            self._queues.setdefault(client, []).append((fut, heavy))
+            self._dispatch()  # a worker may be free for this one (others wait for the heavy lane)
+            try:
+                await asyncio.wait_for(asyncio.shield(fut), self.timeout)
+            except asyncio.TimeoutError:
+                if not fut.done():
+                    self._forget(client, fut)
+                    fut.cancel()
+                    self.stats.add("busy_queue_timeout")
+                    raise self._busy(f"no worker became free within {self.timeout:g} s") from None
+            except BaseException:
+                if fut.done() and not fut.cancelled():  # granted just as we were cancelled: give it back
+                    self._release(heavy)
+                else:
+                    self._forget(client, fut)
+                    fut.cancel()
+                raise
         t0 = time.perf_counter()
         try:
             yield
         finally:
-            self.running -= 1
-            self.running_heavy -= heavy
-            for sem in held:
-                sem.release()
+            self._release(heavy)
             self._mean_s = 0.8 * self._mean_s + 0.2 * (time.perf_counter() - t0)
+
+    def _release(self, heavy: bool) -> None:
+        self.running -= 1
+        self.running_heavy -= heavy
+        self._dispatch()
 
 
 def image_pixels(data: bytes) -> int:
@@ -706,6 +748,9 @@ def create_app(recognizer: Any = None, model: str | Path = "default", backend: s
     stats = ServiceStats()
     admission = Admission(pool.size, limits.queue_size, limits.queue_timeout, stats)
     rate = RateLimiter(limits.rate_limit, limits.rate_burst)
+    # heavy requests run on their own threads at a lower CPU priority: small ones win the cores
+    heavy_threads = ThreadPoolExecutor(admission.heavy_slots, thread_name_prefix="litefer-heavy",
+                                       initializer=_lower_priority)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -838,12 +883,13 @@ def create_app(recognizer: Any = None, model: str | Path = "default", backend: s
         heavy = await run_in_threadpool(image_pixels, data) > limits.heavy_pixels
         if heavy:
             stats.add("heavy")
-        async with admission.slot(heavy):
-            rgb, (w, h) = await run_in_threadpool(decode_upload, data, max_pixels, limits.max_side)
+        run = (lambda fn, *a: _run_in(heavy_threads, fn, *a)) if heavy else run_in_threadpool
+        async with admission.slot(heavy, request.client.host if request.client else "?"):
+            rgb, (w, h) = await run(decode_upload, data, max_pixels, limits.max_side)
             del data
             await _model()
             t0 = time.perf_counter()
-            faces, truncated = await run_in_threadpool(_infer, pool, rgb, limits.max_faces, limits.queue_timeout)
+            faces, truncated = await run(_infer, pool, rgb, limits.max_faces, limits.queue_timeout)
             dt = (time.perf_counter() - t0) * 1000.0
         scale = w / rgb.shape[1]
         if rgb.shape[1] != w or rgb.shape[0] != h:
@@ -851,6 +897,8 @@ def create_app(recognizer: Any = None, model: str | Path = "default", backend: s
             _rescale(faces, w / rgb.shape[1], h / rgb.shape[0])
         if truncated:
             stats.add("faces_truncated")
+        if heavy:  # hand the big decode buffers back to the system
+            await run_in_threadpool(_trim_memory)
         stats.add("ok")
         return JSONResponse({"faces": faces, "width": int(w), "height": int(h), "model": name,
                              "time_ms": round(dt, 2), "max_faces": limits.max_faces, "truncated": truncated,
@@ -863,6 +911,41 @@ def create_app(recognizer: Any = None, model: str | Path = "default", backend: s
 
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     return app
+
+
+#: how much nicer (Linux) the threads of heavy requests run than the rest of the server
+HEAVY_NICENESS = 10
+
+
+def _lower_priority() -> None:
+    """Lower this thread's CPU priority by :data:`HEAVY_NICENESS` (Linux; a no-op elsewhere)."""
+    if sys.platform.startswith("linux") and hasattr(os, "setpriority"):
+        try:
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + HEAVY_NICENESS))
+        except OSError:
+            pass
+
+
+async def _run_in(executor: ThreadPoolExecutor, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` on ``executor``; when cancelled, still waits for it to finish (so the
+    caller's worker slot is not handed on while the thread is still busy)."""
+    fut = asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        await asyncio.wait([fut])
+        raise
+
+
+def _trim_memory() -> None:
+    """Return freed heap memory to the OS (glibc keeps it otherwise); a no-op elsewhere."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
 
 
 def _rescale(faces: list[dict], sx: float, sy: float) -> None:
@@ -961,11 +1044,8 @@ async def _read_upload(request: Request, limit: int) -> bytes:
 
 
 def _version() -> str:
-    try:
-        from importlib.metadata import version
-        return version("litefer")
-    except Exception:
-        return "0"
+    from litefer._version import __version__  # the one home of the version string
+    return __version__
 
 
 # --------------------------------------------------------------------------- running it

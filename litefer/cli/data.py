@@ -206,7 +206,7 @@ def align_cmd(
         paths = rep.write(out)
         if as_json:
             echo_json({**rep.to_dict(), "not_found": len(rep.not_found),
-                       **{k: str(v) for k, v in paths.items()}})
+                       "report": str(paths["json"]), "not_found_ids": str(paths["not_found"])})
             continue
         console.print(rep.summary() + (" (cached)" if rep.cached else f" ({rep.seconds:.1f} s)"), highlight=False)
         console.print(f"report: {paths['json']}  ids without a face: {paths['not_found']}", highlight=False)

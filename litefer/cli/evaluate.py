@@ -92,6 +92,12 @@ def register(app: typer.Typer) -> None:
         if unmapped not in UNMAPPED_POLICIES:
             raise fail(f"--unmapped must be one of {', '.join(UNMAPPED_POLICIES)}, not {unmapped!r}")
         ids: set[str] = set()
+        if out is not None:
+            from litefer.pathguard import OutputPathError, check_output_folder
+            try:  # not under a file, not in /proc or /sys, no folder where a report file goes
+                check_output_folder(out, [], writes=("report.md", "metrics.json", "confusion.png", "predictions.csv"))
+            except OutputPathError as exc:
+                raise fail(str(exc))
         if exclude is not None:
             if not exclude.is_file():
                 raise fail(f"--exclude {exclude}: no such file")

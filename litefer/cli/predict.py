@@ -73,14 +73,6 @@ def _csv_line(row: list[Any]) -> str:
     return buf.getvalue()
 
 
-def _inside(child: Path, parent: Path) -> bool:
-    try:
-        child.relative_to(parent)
-        return True
-    except ValueError:
-        return False
-
-
 class OutputPlanner:
     """Output file names under ``out`` that never overwrite an input, and never collide."""
 
@@ -359,7 +351,8 @@ def register(app: typer.Typer) -> None:
 
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
         # the table's own rows show the progress at a terminal
-        show_bar = (len(items) > 1 or any(it.video for it in items)) and table is None
+        show_bar = (len(items) > 1 or any(it.video for it in items)) and \
+            (table is None or all(it.video for it in items))
         progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TimeElapsedColumn(), console=console, transient=True, disable=not show_bar)
         try:

@@ -85,11 +85,19 @@ def register(app: typer.Typer) -> None:
         from litefer.training import trainer
         import signal as _signal
         try:
-            if all_folds:
-                cv = trainer.train_folds(cfg, out_dir)
-                console.print(f"{cfg.data.folds}-fold CV: test accuracy {cv.summary['test_acc_mean']:.4f} "
-                              f"± {cv.summary['test_acc_std']:.4f}", highlight=False)
-                echo_json({"out_dir": str(out_dir), **cv.summary})
+            if all_folds:                             # the one CV runner (also `litefer cv`)
+                from litefer.evaluation.cv import CVError, cross_validate
+                try:
+                    rep = cross_validate(cfg, cfg.data.folds, out_dir,
+                                         log=lambda m: console.print(m, highlight=False, soft_wrap=True))
+                except CVError as exc:
+                    raise fail(str(exc))
+                acc = rep.summary["accuracy"]
+                console.print(f"{cfg.data.folds}-fold CV: test accuracy {acc['mean']:.4f} ± {acc['std']:.4f}",
+                              highlight=False)
+                echo_json({"out_dir": str(out_dir), "folds": cfg.data.folds, "test_acc_mean": acc["mean"],
+                           "test_acc_std": acc["std"], "per_fold_acc": acc["values"],
+                           "test_mean_class_acc_mean": rep.summary["mean_class_acc"]["mean"]})
                 return
             res = trainer.train(cfg, out_dir, resume=resume)
         except (ConfigError, DatasetError, CheckpointError) as exc:
@@ -111,8 +119,8 @@ def register(app: typer.Typer) -> None:
             "best_checkpoint": str(res.best_checkpoint) if res.best_checkpoint else None,
             "last_checkpoint": str(res.last_checkpoint) if res.last_checkpoint else None,
             "best_epoch": res.best_epoch, "epochs_run": len(res.history), "stopped_early": res.stopped_early,
-            "val_acc": res.best_metrics.get("acc"),
-            "test_acc": res.test_metrics["acc"] if res.test_metrics else None,
+            "val_acc": res.best_metrics.get("accuracy"),
+            "test_acc": res.test_metrics["accuracy"] if res.test_metrics else None,
         })
 
 
@@ -152,4 +160,7 @@ def register(app: typer.Typer) -> None:
             state = r.state + (f" ({r.note})" if r.note else "")
             t.add_row(name, r.arch or "—", r.data or "—", ep, best, ips, format_eta(r.eta_s), state)
         from rich.console import Console
-        Console(soft_wrap=True).print(t)
+        out_console = Console()
+        if not out_console.is_terminal:          # piped: never truncate the columns
+            out_console = Console(width=400)
+        out_console.print(t)

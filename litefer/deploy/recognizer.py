@@ -59,6 +59,10 @@ def normalise_crops(crops: Sequence[np.ndarray], preprocess: dict, grey: bool = 
     return preprocess_faces(crops, {**preprocess, "grey": bool(grey or preprocess.get("grey", False))})
 
 
+#: the detectors that take the ``threads`` policy (a user-registered factory may not)
+BUILTIN_DETECTORS = ("auto", "mtcnn", "blazeface", "blazeface_full", "haar")
+
+
 @dataclass
 class RecognizerMeta:
     """What the recognizer knows of its model when the backend carries no checkpoint
@@ -136,11 +140,14 @@ class Recognizer:
         torch is not installed, else torch (see :func:`~litefer.deploy.backends.resolve_backend`).
         ``threads``: the inference thread policy (default 1: per-face work does not gain
         from more threads and collapses when other processes load the cores); ONNX Runtime
-        sessions get it per session, torch process-wide (``torch.set_num_threads``);
-        None leaves the runtimes' defaults."""
+        sessions get it per session, OpenCV (resizing, warping, ``cv2.dnn``) and torch
+        process-wide (``cv2.setNumThreads``, ``torch.set_num_threads``); None leaves the
+        runtimes' defaults."""
         backend = resolve_backend(backend, source, device)
         if threads is not None:
-            if isinstance(detector, str):
+            import cv2
+            cv2.setNumThreads(int(threads))
+            if isinstance(detector, str) and detector.strip().lower().replace("-", "_") in BUILTIN_DETECTORS:
                 detector_kwargs = {"threads": int(threads), **(detector_kwargs or {})}
             if backend == "onnx":
                 backend_kwargs.setdefault("threads", int(threads))

@@ -177,8 +177,8 @@ def _row_from_train(name: str, ov: list[str], res, seconds: float) -> dict:
     params = sum(p.numel() for p in model.parameters()) / 1e6 if model is not None else None
     test = res.test_metrics or {}
     return {"variant": name, "overrides": " ".join(ov) or "(base)", "params_m": params,
-            "epochs": len(res.history), "best_epoch": res.best_epoch, "val_acc": (res.best_metrics or {}).get("acc"),
-            "test_acc": test.get("acc"), "test_mean_class_acc": test.get("mean_class_acc"),
+            "epochs": len(res.history), "best_epoch": res.best_epoch, "val_acc": (res.best_metrics or {}).get("accuracy"),
+            "test_acc": test.get("accuracy"), "test_mean_class_acc": test.get("mean_class_acc"),
             "test_macro_f1": test.get("macro_f1"), "minutes": seconds / 60.0,
             "out_dir": str(res.out_dir), "best_checkpoint": str(res.best_checkpoint) if res.best_checkpoint else None}
 

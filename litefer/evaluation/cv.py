@@ -26,7 +26,8 @@ the base config plus the overrides (``name`` gets ``-foldI``; for subject folds
 Outputs in ``out_dir``: ``fold{i}/`` (the training run, and ``fold{i}/eval/`` with its
 test report), ``cv.md`` (per-fold table and mean ± std), ``cv.csv``, ``cv.json`` and
 ``confusion.png`` (pooled over the test folds).  The std is the population standard
-deviation over folds (ddof=0, as numpy's default and the trainer's ``train_folds``).
+deviation over folds (ddof=0, numpy's default).  This is litefer's one cross-validation runner:
+``litefer cv`` and ``litefer train`` on a config with ``data.folds`` both use it.
 """
 from __future__ import annotations
 
@@ -164,7 +165,7 @@ class CVReport:
         rows = []
         for f in self.folds:
             rows.append([f.fold, f.n_train, f.n_val, f.n_test, "—" if f.test_subjects is None else f.test_subjects,
-                         f.best_epoch, pct(f.val_metrics.get("acc")), pct(f.metrics["accuracy"]),
+                         f.best_epoch, pct(f.val_metrics.get("accuracy")), pct(f.metrics["accuracy"]),
                          pct(f.metrics["mean_class_acc"]), pct(f.metrics["macro_f1"])])
         return rows
 
@@ -300,7 +301,7 @@ def summarize_folds(results: Sequence[FoldResult], k: int, by_subject: bool, lab
     for m in CV_METRICS:
         vals = [f.metrics[m] for f in results]
         summary[m] = {**summarize(vals), "values": vals}
-    vals = [f.val_metrics.get("acc") for f in results]
+    vals = [f.val_metrics.get("accuracy") for f in results]
     summary["val_acc"] = {**summarize(vals), "values": vals}
     if results and all(f.y_true is not None for f in results):
         pooled = compute_metrics(np.concatenate([f.y_true for f in results]),
@@ -347,7 +348,7 @@ def write_cv_report(rep: CVReport, out_dir: str | Path, title: Optional[str] = N
                                                 unmapped=rep.pooled["unmapped_per_class"])
     (out / "cv.md").write_text(cv_markdown(rep, title), encoding="utf-8")
     files["cv.md"] = out / "cv.md"
-    csv_rows = [[f.fold, f.n_train, f.n_val, f.n_test, f.test_subjects, f.best_epoch, f.val_metrics.get("acc"),
+    csv_rows = [[f.fold, f.n_train, f.n_val, f.n_test, f.test_subjects, f.best_epoch, f.val_metrics.get("accuracy"),
                  f.metrics["accuracy"], f.metrics["mean_class_acc"], f.metrics["macro_f1"]] for f in rep.folds]
     for stat in ("mean", "std"):
         csv_rows.append([stat, "", "", "", "", "", rep.summary["val_acc"][stat],

@@ -50,7 +50,7 @@ train at batch size 1; ours use conv biases instead):
   the convolutional feature map along the channel dimension"); ``head="released"``
   instead reproduces the released ``LFNSB2.py`` head: SB with ``pool=2`` and 64
   channels, *no* concatenation, the 2x2x64 context map flattened (256-d) into the
-  classifier, GDC unused.  Nothing follows SB's 1-D conv (paper, code, Go & Ryu);
+  classifier, GDC unused.  Nothing follows SB's 1-D conv (paper, released code);
   ``sb_norm_act=True`` keeps litefer's former BN + ReLU there.
 - ``mfn``: MFN is not defined in the LFNSB paper (it is Ref. [4], Zhang et al.'s
   DDAMFN backbone); the paper's Table 2 reports it at 3.973 M params / 550.74 M FLOPs.
@@ -76,7 +76,8 @@ from litefer.models._registry import register_model
 from litefer.models.layers import (GDC, Conv2d_BN, ConvBNAct, CoordAtt, FERNet, MixConv, RepVGGDW,
                                    SpatialBias, check_build_args, init_weights)
 
-PAPER_LFNSB = "LFNSB (lightweight FER network with spatial bias)"
+PAPER_LFNSB = ("LFNSB (Chen & Huang, A Lightweight Model Enhancing Facial Expression Recognition with "
+               "Spatial Bias and Cosine-Harmony Loss, preprint 2024)")
 
 #: (out channels, expansion width, kernels, repeats, stride) of the LFN stages
 LFN_STAGES = ((64, 96, (3, 5), 1, 2), (64, 96, (3,), 9, 1),

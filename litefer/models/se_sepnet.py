@@ -1,14 +1,17 @@
-"""SE-SepNet: a small residual CNN of depthwise-separable convolutions with
-Squeeze-and-Excitation attention, BatchNorm and dropout, for 48x48 greyscale faces
-(reported FER2013 accuracy 65.2 %).
+"""SE-SepNet: Gao & Ma, "A Robust Improved Network for Facial Expression Recognition"
+(``../shared/papers/003_…txt``): a CNN with depthwise-separable convolutions,
+Squeeze-and-Excitation attention, short (residual) connections, BatchNorm and dropout,
+for 48x48 greyscale FER2013 faces (reported test accuracy 65.2 %).
 
-The paper describes the ingredients (separable convolutions, SE attention, residual
-connections, BN, dropout, 48x48 greyscale input) but does not fix the exact widths,
-depth or reduction ratios, so **the size here is our choice** and the registry marks it
-``paper_defines_arch=False`` with no parameter count to check against.
+The paper names these ingredients, but its structure figures (Figure 5, the model;
+Figure 6, the block) are not in the text, and no widths, depth, reduction ratio or
+parameter count are given, so **the layer table here is litefer's choice**: the registry
+marks it ``paper_defines_arch=False`` with no size to check against.  It is modelled on
+mini-Xception (Arriaga et al. 2017) — *that lineage is litefer's claim, not the
+paper's*, which does not mention mini-Xception (it cites Chollet's Xception for
+separable convolution).  Paper vs litefer, element by element: docs/models.md.
 
-Our instance (Xception-style residual modules, as in mini-Xception which the design
-descends from, plus SE):
+Our instance (mini-Xception-style residual modules, widened, plus SE):
 
 - stem: 3x3 conv 32 -> 3x3 conv 64 (BN + ReLU each), stride 1 at 48x48;
 - three residual modules with 128, 256, 512 channels; each is
@@ -27,7 +30,7 @@ from litefer.models._registry import register_model
 from litefer.models.layers import (ConvBNAct, FERNet, SeparableConv2d, SqueezeExcite,
                                    check_build_args, init_weights)
 
-PAPER = "SE-SepNet (separable CNN + SE for FER2013)"
+PAPER = "SE-SepNet (Gao & Ma, A Robust Improved Network for Facial Expression Recognition)"
 
 
 class SepResidualSE(nn.Module):

@@ -1,5 +1,12 @@
 """Training: YAML configs, the training loop, multi-GPU.
 
+Modules: :mod:`~litefer.training.config` (YAML -> dataclasses), :mod:`~litefer.training.data`
+(splits), :mod:`~litefer.training.batches` (uint8 tensors, batch augmentation),
+:mod:`~litefer.training.build` (model, loss, optimizer), :mod:`~litefer.training.schedule`,
+:mod:`~litefer.training.metrics`, :mod:`~litefer.training.speed` (step options per CPU),
+:mod:`~litefer.training.state` (checkpoints, resume, status), :mod:`~litefer.training.runs`
+(``litefer runs``), :mod:`~litefer.training.trainer` (the loop).
+
 >>> from litefer.training import load_config, train
 >>> cfg = load_config("configs/default_ferplus.yaml", overrides=["train.epochs=5"])
 >>> result = train(cfg, out_dir="runs/try")
@@ -14,13 +21,13 @@ from litefer.training.config import (
     TrainSection, apply_overrides, config_from_dict, dump_config, load_config,
 )
 from litefer.training.trainer import (
-    CVResult, DataSplits, LRSchedule, TrainResult, evaluate, metrics_from_confusion, prepare_data,
-    synthetic_faces, train, train_folds,
+    DataSplits, LRSchedule, TrainingInterrupted, TrainResult, evaluate, metrics_from_confusion, prepare_data,
+    synthetic_faces, train,
 )
 
 __all__ = [
     "AugConfig", "ConfigError", "DataConfig", "LossConfig", "ModelConfig", "OptimConfig", "SchedConfig",
     "TrainConfig", "TrainSection", "apply_overrides", "config_from_dict", "dump_config", "load_config",
-    "CVResult", "DataSplits", "LRSchedule", "TrainResult", "evaluate", "metrics_from_confusion",
-    "prepare_data", "synthetic_faces", "train", "train_folds",
+    "DataSplits", "LRSchedule", "TrainingInterrupted", "TrainResult", "evaluate", "metrics_from_confusion",
+    "prepare_data", "synthetic_faces", "train",
 ]

@@ -18,12 +18,13 @@ at a time.
 Evaluation batches are the ``Preprocess`` output exactly (uint8 resized once, then
 ``(x / 255 - mean) / std`` in float32), so the validation metrics a run logs are the ones
 ``litefer evaluate`` computes.  The work per batch is a few vectorised tensor operations,
-small next to a training step, done in the training process (no worker processes or
-threads competing with the step for the cores).
+small next to a training step, done in the training process on one thread (no worker
+processes or threads competing with the step for the cores; the step keeps all its threads).
 """
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from typing import Iterator, Optional, Sequence
 
 import numpy as np
@@ -215,6 +216,21 @@ def num_batches(n: int, batch_size: int, drop_last: bool) -> int:
     return n // batch_size if drop_last and n >= batch_size else -(-n // batch_size)
 
 
+class _OneThread:
+    """Run a batch's small tensor operations on one thread: with several, each tiny parallel
+    region waits for every thread of the team, which costs more than the work (5-7x slower
+    measured on a loaded 2-core machine); the training step keeps all its threads."""
+
+    def __enter__(self):
+        self.n = torch.get_num_threads()
+        if self.n != 1:
+            torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        if self.n != 1:
+            torch.set_num_threads(self.n)
+
+
 def iterate_batches(data: TensorFaces, order: np.ndarray, batch_size: int, drop_last: bool,
                     augment: Optional[BatchAugment], normalize: Optional[Normalize] = None, *, seed: int = 0,
                     epoch: int = 0, rank: int = 0, start: int = 0,
@@ -231,16 +247,17 @@ def iterate_batches(data: TensorFaces, order: np.ndarray, batch_size: int, drop_
     if copies_only and (augment is None or normalize is None):
         raise ValueError("copies_only needs both augment and normalize")
     for b in range(start, nb):
-        idx = order_t[b * batch_size:(b + 1) * batch_size].to(dev)
-        is_copy = idx >= n if copies_only else None
-        if copies_only:
-            idx = idx % n
-        xb = data.images.index_select(0, idx)
-        yb = data.targets.index_select(0, idx)
-        if augment is not None:
-            x = augment(xb, batch_generator(seed, epoch, b, rank))
+        with _OneThread() if dev.type == "cpu" else nullcontext():
+            idx = order_t[b * batch_size:(b + 1) * batch_size].to(dev)
+            is_copy = idx >= n if copies_only else None
             if copies_only:
-                x = torch.where(is_copy.view(-1, 1, 1, 1), x, normalize(xb))
-        else:
-            x = normalize(xb)
+                idx = idx % n
+            xb = data.images.index_select(0, idx)
+            yb = data.targets.index_select(0, idx)
+            if augment is not None:
+                x = augment(xb, batch_generator(seed, epoch, b, rank))
+                if copies_only:
+                    x = torch.where(is_copy.view(-1, 1, 1, 1), x, normalize(xb))
+            else:
+                x = normalize(xb)
         yield x, yb

@@ -88,13 +88,18 @@ class _Step(nn.Module):
         self.model, self.criterion = model, criterion
 
     def forward(self, x: torch.Tensor, y: torch.Tensor):
-        if self.criterion.needs_features:
+        b = None
+        if getattr(self.criterion, "needs_backbone", False):   # Cosine-Harmony on the pooled backbone map
+            f, b = self.model.forward_features(x, return_backbone=True)
+            logits = self.model.forward_head(f)
+        elif self.criterion.needs_features:
             f = self.model.forward_features(x)
             logits = self.model.forward_head(f)
         else:
             f, logits = None, self.model(x)
         with torch.autocast(x.device.type, enabled=False):
-            loss, parts = self.criterion(logits.float(), y, None if f is None else f.float())
+            loss, parts = self.criterion(logits.float(), y, None if f is None else f.float(),
+                                         **({} if b is None else {"backbone": b.float()}))
         return loss, logits.detach(), parts
 
 
@@ -133,7 +138,8 @@ def build_model(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, dict]:
     return model, pre
 
 
-def build_criterion(cfg: TrainConfig, num_classes: int, feat_dim: Optional[int], counts: np.ndarray):
+def build_criterion(cfg: TrainConfig, num_classes: int, feat_dim: Optional[int], counts: np.ndarray,
+                    backbone_dim: Optional[int] = None):
     from litefer.losses import FERLoss, balanced_class_weights
     lc = cfg.loss
     weights = None
@@ -147,10 +153,16 @@ def build_criterion(cfg: TrainConfig, num_classes: int, feat_dim: Optional[int],
     if needs and not feat_dim:
         raise ConfigError(f"{cfg.model.arch} exposes no num_features; center/Cosine-Harmony loss need it",
                           _src(cfg), "loss")
+    ch_on_backbone = lc.cosine_harmony.weight > 0 and lc.cosine_harmony.input == "backbone"
+    if ch_on_backbone and not backbone_dim:
+        raise ConfigError(f"{cfg.model.arch} has no forward_backbone; use input: embedding",
+                          _src(cfg), "loss.cosine_harmony.input")
     return FERLoss(num_classes, feat_dim if needs else None, label_smoothing=lc.label_smoothing,
                    class_weights=weights, center_weight=lc.center.weight, center_alpha=lc.center.alpha,
                    ch_weight=lc.cosine_harmony.weight, ch_alpha=lc.cosine_harmony.alpha,
-                   ch_eps=lc.cosine_harmony.eps, ch_variance_grad=lc.cosine_harmony.variance_grad)
+                   ch_eps=lc.cosine_harmony.eps, ch_variance_grad=lc.cosine_harmony.variance_grad,
+                   ch_variant=lc.cosine_harmony.variant, ch_input=lc.cosine_harmony.input,
+                   ch_feat_dim=backbone_dim if ch_on_backbone else None)
 
 
 def build_optimizer(cfg: TrainConfig, model: nn.Module, extra: list[nn.Parameter]) -> torch.optim.Optimizer:

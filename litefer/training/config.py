@@ -63,6 +63,10 @@ class DataConfig:
     num_classes: Optional[int] = None
     #: text file of image ids (one per line, '#' comments) removed from train and val, never from test
     exclude: Optional[str] = None
+    #: train on a seeded, class-stratified subset of this many training images (quick
+    #: runs and ablations at a CPU budget); null: all.  Taken after the test / validation
+    #: hold-outs, so those do not change with it
+    train_limit: Optional[int] = None
     #: image-level test hold-out of train_split when there is no test_split: a count (>= 1,
     #: e.g. 99 for I-MobileNetV2's CK+ 882 / 99 split) or a fraction (< 1), stratified,
     #: seeded by val_seed; the validation hold-out is then taken from the rest
@@ -190,14 +194,15 @@ class TrainSection:
     batch_size: int = 64
     #: null: 2 * batch_size
     eval_batch_size: Optional[int] = None
-    #: DataLoader worker processes; null: 0 on CPU, min(8, cores - 1) on CUDA
+    #: unused since the trainer holds the data in memory as tensors (kept so older configs load)
     workers: Optional[int] = None
     seed: int = 0
     #: deterministic cuDNN / algorithms (slower on GPU)
     deterministic: bool = True
-    #: mixed precision and channels_last: used only on CUDA
+    #: mixed precision (CUDA; on CPU see cpu_bf16)
     amp: bool = True
     amp_dtype: str = field(default="float16", metadata=_choices("float16", "bfloat16"))
+    #: channels_last on CUDA; on CPU the trainer measures it (autotune) and keeps it only when it wins
     channels_last: bool = True
     #: auto | cpu | cuda | cuda:N
     device: str = "auto"
@@ -464,6 +469,10 @@ def validate(cfg: TrainConfig, where: str = "config") -> TrainConfig:
                    ("data.num_classes", cfg.data.num_classes)):
         if v is not None and v <= 0:
             raise err(f"must be positive (or null), got {v}", key)
+    reserved = sorted({"num_classes", "in_chans", "pretrained"} & set(cfg.model.kwargs))
+    if reserved:
+        raise err(f"{', '.join(reserved)} cannot be set here (the data's label set and model.in_chans / "
+                  f"model.pretrained decide them)", "model.kwargs")
     if cfg.model.input_size is not None and cfg.model.input_size < 8:
         raise err(f"is too small for a face ({cfg.model.input_size} px; at least 8)", "model.input_size")
     non_negative = [("optim.weight_decay", cfg.optim.weight_decay), ("sched.min_lr", cfg.sched.min_lr),
@@ -518,6 +527,8 @@ def validate(cfg: TrainConfig, where: str = "config") -> TrainConfig:
     if cfg.data.folds and cfg.data.test_split:
         raise err("cross-validation takes its test set from the folds; set data.test_split: null",
                   "data.test_split")
+    if cfg.data.train_limit is not None and cfg.data.train_limit < 1:
+        raise err(f"must be a positive number of images, got {cfg.data.train_limit}", "data.train_limit")
     if cfg.aug.apply_to == "oversampled" and not cfg.train.oversample.enabled:
         raise err("'oversampled' augments the copies train.oversample adds; enable train.oversample",
                   "aug.apply_to")

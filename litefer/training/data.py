@@ -219,6 +219,11 @@ def prepare_data(cfg: TrainConfig) -> DataSplits:
         info["val_split"] = f"stratified hold-out {d.val_fraction:g} of {d.train_split} (seed {d.val_seed})"
     if d.exclude:
         info["excluded"] = excluded
+    if d.train_limit is not None and d.train_limit < len(train):
+        from litefer.data.splits import stratified_holdout_count
+        _, keep = stratified_holdout_count(train.hard_targets, int(d.train_limit), d.val_seed + 104729)
+        train = train.subset(keep)
+        info["train_limit"] = f"seeded stratified subset of {len(keep)} training images (seed {d.val_seed})"
     for name, arr in (("validation", val), ("test", test)):
         if arr is not None and tuple(arr.labels) != tuple(train.labels):
             raise ConfigError(f"{name} labels {arr.labels} differ from training labels {train.labels}",

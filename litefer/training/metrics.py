@@ -1,6 +1,9 @@
-"""Metrics of a training run, from a confusion matrix (the conventions of
-:mod:`litefer.evaluation.metrics`: a class absent from the targets has no recall and is left
-out of mean class accuracy and macro F1)."""
+"""Metrics of a training run, from a confusion matrix: one dialect with
+:func:`litefer.evaluation.metrics.compute_metrics` (used by ``evaluate``, ``cv`` and
+``ablate``): ``accuracy``, ``mean_class_acc``, ``macro_f1``; a class absent from the targets
+has no recall (``None``) and is left out of mean class accuracy and macro F1; an undefined
+value is ``None``, never NaN.  ``acc`` is kept as an alias of ``accuracy`` (older code and
+checkpoints use it)."""
 from __future__ import annotations
 
 from contextlib import nullcontext
@@ -15,7 +18,8 @@ from litefer.training import distributed as D
 
 
 def metrics_from_confusion(conf: np.ndarray) -> dict:
-    """accuracy, mean per-class accuracy (recall) and macro F1 over classes present."""
+    """accuracy, mean per-class accuracy (recall) and macro F1 over classes present
+    (the dialect of :func:`litefer.evaluation.metrics.compute_metrics`)."""
     conf = np.asarray(conf, dtype=np.float64)
     n = conf.sum()
     tp = np.diag(conf)
@@ -24,10 +28,12 @@ def metrics_from_confusion(conf: np.ndarray) -> dict:
     recall = np.divide(tp, support, out=np.zeros_like(tp), where=present)
     precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
     f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp), where=(precision + recall) > 0)
+    accuracy = float(tp.sum() / n) if n else None
     return {
-        "acc": float(tp.sum() / n) if n else float("nan"),
-        "mean_class_acc": float(recall[present].mean()) if present.any() else float("nan"),
-        "macro_f1": float(f1[present].mean()) if present.any() else float("nan"),
+        "accuracy": accuracy,
+        "acc": accuracy,
+        "mean_class_acc": float(recall[present].mean()) if present.any() else None,
+        "macro_f1": float(f1[present].mean()) if present.any() else None,
         "per_class_acc": [float(r) if p else None for r, p in zip(recall, present)],
         "n": int(n),
         "confusion": conf.astype(np.int64).tolist(),

@@ -90,7 +90,7 @@ def run_info(folder: Path) -> RunInfo:
         elif not same_host:
             note = f"on {st.get('host')}"
     elif state == "stopped":
-        note = f"{st.get('signal', '')}; resume with --resume {folder}".strip("; ")
+        note = f"{st.get('signal', '')}; resume: litefer train {folder}".strip("; ")
     elif state == "failed":
         note = st.get("error", "")
     iters = st.get("iters") or 0

@@ -24,6 +24,8 @@ from typing import Callable, Optional
 import torch
 import torch.nn as nn
 
+#: an option is kept only when the step is at least this much faster (measurement noise otherwise)
+MIN_GAIN = 0.05
 #: max relative difference of bf16 vs fp32 logits (on a random batch) for bf16 to be used
 BF16_TOLERANCE = 0.05
 
@@ -116,6 +118,40 @@ def bare_step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, channels
     return step
 
 
+def vet_in_child(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, channels_last: bool, bf16: bool,
+                 timeout_s: float = 300.0) -> bool:
+    """Run two steps of a candidate in a forked child process first: some PyTorch CPU kernels
+    corrupt the heap and abort the process (torch 2.14.1: the backward of a 1x1 stride-2
+    convolution from 8 channels in channels_last), and a training run must never die of an
+    optimisation it did not need.  True when the child finished cleanly."""
+    if not hasattr(os, "fork"):
+        return not channels_last and not bf16
+    import sys
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:                                         # child: 1 thread (OpenMP after fork)
+        code = 1
+        try:
+            torch.set_num_threads(1)
+            fn = bare_step_fn(copy.deepcopy(model), x, y, channels_last=channels_last, bf16=bf16)
+            fn()
+            fn()
+            code = 0
+        finally:
+            os._exit(code)
+    t0 = time.monotonic()
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        if time.monotonic() - t0 > timeout_s:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            return False
+        time.sleep(0.05)
+
+
 def bf16_parity(model: nn.Module, x: torch.Tensor) -> float:
     """Max |bf16 - fp32| / max |fp32| of the logits of ``model`` (eval mode) on ``x``."""
     m = copy.deepcopy(model).eval()
@@ -161,20 +197,29 @@ def autotune(model: nn.Module, arch: str, in_shape: tuple[int, int, int], batch:
                 cands += [("bf16", False, True), ("bf16+channels_last", True, True)]
             else:
                 say(f"bf16 autocast not used: logits differ from fp32 by {parity:.3f} (> {BF16_TOLERANCE})")
+        unsafe = []
         for name, cl, bf in cands:
+            if (cl or bf) and not vet_in_child(model, x, y, channels_last=cl, bf16=bf):
+                unsafe.append(name)
+                say(f"step option {name} is not used: it crashed or hung in a test process on this CPU")
+                continue
             fn = bare_step_fn(copy.deepcopy(model), x, y, channels_last=cl, bf16=bf)
             results[name] = _time_steps(fn, steps)
         best = min(results, key=results.get)
+        if results[best] > results["fp32"] / (1 + MIN_GAIN):      # not clearly faster: keep the plain step
+            best = "fp32"
         opts = StepOptions(channels_last="channels_last" in best, bf16=best.startswith("bf16"),
-                           reason="measured: " + ", ".join(f"{k} {batch / v:.0f} img/s" for k, v in results.items()))
-        if bf16_mode == "on" and not opts.bf16:
+                           reason="measured: " + ", ".join(f"{k} {batch / v:.0f} img/s" for k, v in results.items())
+                           + (f"; unsafe here: {', '.join(unsafe)}" if unsafe else ""))
+        if bf16_mode == "on" and not opts.bf16 and not any(u.startswith("bf16") for u in unsafe):
             opts.bf16 = True
         say(f"step options: {best} ({opts.reason})")
         try:
             cfile.parent.mkdir(parents=True, exist_ok=True)
             cfile.write_text(json.dumps({"cpu": cpu_name(), "arch": arch, "shape": list(in_shape), "batch": batch,
                                          "threads": torch.get_num_threads(), "results_s_per_step": results,
-                                         "bf16_parity": parity, "options": opts.to_dict()}, indent=2))
+                                         "bf16_parity": parity, "unsafe": unsafe, "options": opts.to_dict()},
+                                        indent=2))
         except OSError:
             pass
         return opts

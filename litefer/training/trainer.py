@@ -2,7 +2,7 @@
 
 >>> from litefer.training import load_config, train
 >>> result = train(load_config("configs/default_ferplus.yaml"))
->>> result.best_checkpoint, result.test_metrics["acc"]
+>>> result.best_checkpoint, result.test_metrics["accuracy"]
 
 What a run does (the pieces live in their own modules):
 
@@ -26,6 +26,9 @@ What a run does (the pieces live in their own modules):
 6. only then evaluates the test split, once, with the selected (best) weights, rewrites
    ``best.pt`` with those test metrics and writes ``result.json`` last (a run folder has
    a ``result.json`` only when the run finished; it always describes ``best.pt``).
+
+Cross-validation has one runner, :func:`litefer.evaluation.cv.cross_validate` (``litefer cv``,
+and ``litefer train`` on a config with ``data.folds``); it calls :func:`train` per fold.
 
 Output folder: ``config.yaml``, ``metrics.csv``, ``best.pt``, ``last.pt``, ``status.json``
 (what ``litefer runs`` lists), ``result.json`` (and ``tb/``).  Checkpoints use the format
@@ -64,7 +67,7 @@ from litefer.training.metrics import evaluate, metrics_from_confusion
 from litefer.training.schedule import LRSchedule
 from litefer.training.speed import StepOptions, autotune, enable_compile_cache
 
-__all__ = ["TrainResult", "DataSplits", "CVResult", "TrainingInterrupted", "train", "train_folds", "prepare_data",
+__all__ = ["TrainResult", "DataSplits", "TrainingInterrupted", "train", "prepare_data",
            "evaluate", "metrics_from_confusion", "LRSchedule", "synthetic_faces", "load_split", "read_exclude_list",
            "stratified_holdout", "subject_folds", "subject_holdout", "build_model", "build_criterion",
            "build_optimizer", "build_transforms", "resolve_device", "seed_everything", "code_version", "git_hash",
@@ -155,12 +158,16 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _f4(v: Optional[float]) -> str:
+    return "—" if v is None else f"{v:.4f}"
+
+
 def _mode(monitor: str) -> str:
     return "min" if monitor == "val_loss" else "max"
 
 
-def _improved(value: float, best: Optional[float], mode: str, min_delta: float) -> bool:
-    if not math.isfinite(value):
+def _improved(value: Optional[float], best: Optional[float], mode: str, min_delta: float) -> bool:
+    if value is None or not math.isfinite(value):
         return False
     if best is None:
         return True
@@ -288,6 +295,11 @@ def _train(cfg: TrainConfig, device: torch.device, dinfo: D.DistInfo, out_dir, r
     out = Path(out_dir) if out_dir is not None else cfg.out_dir()
     if main:
         out.mkdir(parents=True, exist_ok=True)
+        other = S.read_status(out)
+        if (other and other.get("state") == "running" and other.get("host") == os.uname().nodename
+                and other.get("pid") != os.getpid() and S.pid_alive(other.get("pid"))):
+            raise ConfigError(f"{out} is in use by a running training process (pid {other.get('pid')}); "
+                              f"stop it first or train into another folder", "out")
     cuda = device.type == "cuda"
     use_amp = bool(tc.amp and cuda)
     amp_dtype = torch.bfloat16 if tc.amp_dtype == "bfloat16" else torch.float16
@@ -309,7 +321,8 @@ def _train(cfg: TrainConfig, device: torch.device, dinfo: D.DistInfo, out_dir, r
     seed_everything(tc.seed, tc.deterministic)
     model, pre = build_model(cfg, num_classes)
     feat_dim = getattr(model, "num_features", None)
-    criterion = build_criterion(cfg, num_classes, feat_dim, train_counts)
+    criterion = build_criterion(cfg, num_classes, feat_dim, train_counts,
+                                getattr(model, "num_backbone_features", None))
     build_transforms(cfg, pre)                          # validates the aug section (named errors)
 
     # data: uint8 tensors in memory, batches augmented as tensors ---------------------------
@@ -505,13 +518,26 @@ def _train(cfg: TrainConfig, device: torch.device, dinfo: D.DistInfo, out_dir, r
         """(write a mid-epoch checkpoint now?, stop signal) — agreed on by all ranks."""
         due = bool(ckpt_every) and time.monotonic() - last_ckpt >= ckpt_every
         signum = sig.signum
-        if dinfo.enabled:
-            if it % 20 != 0 and not signum:
+        if dinfo.enabled:                # every rank joins the same collectives at the same iterations
+            if it % 20 != 0 and it != iters:
                 return False, 0
-            due, signum = D.broadcast_object((due, signum), dinfo)
+            due, signum = agreed(due, signum)
         return due or bool(signum), signum
 
+    def agreed(due: bool, signum: int) -> tuple[bool, int]:
+        """(any rank due, a stop signal any rank received) — the same answer on every rank."""
+        if not dinfo.enabled:
+            return due, signum
+        t = torch.tensor([float(due), float(signum > 0), float(signum)], dtype=torch.float64, device=device)
+        D.all_reduce_sum(t, dinfo)
+        n_sig = int(t[1].item())
+        return bool(t[0].item()), (int(round(t[2].item() / n_sig)) if n_sig else 0)
+
     epoch, it = start_epoch, start_iter
+    if sig.signum:                       # stopped while loading data / measuring: nothing new to save
+        put_status("stopped", start_epoch, start_iter, signal=signal.Signals(sig.signum).name)
+        progress.close()
+        raise TrainingInterrupted(sig.signum, last_path if last_path.is_file() else None, start_epoch, start_iter)
     try:
         for epoch in range(start_epoch, tc.epochs):
             if max_epochs is not None and epoch >= max_epochs:
@@ -613,7 +639,7 @@ def _train(cfg: TrainConfig, device: torch.device, dinfo: D.DistInfo, out_dir, r
                 "train_ce": tot[1].item() / n_seen,
                 "train_center": tot[2].item() / n_seen if criterion.center is not None else None,
                 "train_ch": tot[3].item() / n_seen if criterion.ch is not None else None,
-                "val_loss": val["loss"], "val_acc": val["acc"], "val_mean_class_acc": val["mean_class_acc"],
+                "val_loss": val["loss"], "val_acc": val["accuracy"], "val_mean_class_acc": val["mean_class_acc"],
                 "val_macro_f1": val["macro_f1"], "time_s": train_time + time.perf_counter() - te0,
                 "images_per_s": n_seen / max(train_time, 1e-9),
             }
@@ -638,7 +664,7 @@ def _train(cfg: TrainConfig, device: torch.device, dinfo: D.DistInfo, out_dir, r
             stop = bool(D.broadcast_object(stop, dinfo))
             rngs = D.all_gather_object(S.rng_state(), dinfo)
             if main:
-                metrics = S.plain({"val": val, "train": {"loss": record["train_loss"], "acc": record["train_acc"]},
+                metrics = S.plain({"val": val, "train": {"loss": record["train_loss"], "accuracy": record["train_acc"]},
                                    "monitor": tc.monitor, "best_epoch": best_epoch, "best_value": best_value})
                 # best.pt first: last.pt never names a best epoch best.pt does not hold
                 if improved:
@@ -658,11 +684,12 @@ def _train(cfg: TrainConfig, device: torch.device, dinfo: D.DistInfo, out_dir, r
                     tb.flush()
                 put_status("running", epoch + 1, 0)
             log(f"epoch {epoch + 1:>3}/{tc.epochs}  loss {record['train_loss']:.4f}  acc {record['train_acc']:.4f}  "
-                f"val_loss {val['loss']:.4f}  val_acc {val['acc']:.4f}  val_mca {val['mean_class_acc']:.4f}  "
+                f"val_loss {val['loss']:.4f}  val_acc {_f4(val['accuracy'])}  val_mca {_f4(val['mean_class_acc'])}  "
                 f"lr {lr0:.2e}  {record['time_s']:.1f}s  {record['images_per_s']:.0f} img/s"
                 f"{'  [green]*best*[/]' if improved else ''}")
-            if sig.signum:
-                raise _StopRequested(sig.signum, epoch + 1, 0)
+            _, end_sig = agreed(False, sig.signum)
+            if end_sig:
+                raise _StopRequested(end_sig, epoch + 1, 0)
             if stop:
                 stopped_early = bool(tc.early_stopping and bad_epochs >= tc.early_stopping)
                 if stopped_early:
@@ -694,8 +721,8 @@ def _train(cfg: TrainConfig, device: torch.device, dinfo: D.DistInfo, out_dir, r
         test_data = TensorFaces(splits.test, pre["size"], pre["channels"], device)
         test_metrics = evaluate(model, eval_batches(test_data), num_classes, device, autocast, dinfo, channels_last)
         log(f"test ({splits.info.get('test_split', 'test')}) with epoch {best_epoch} weights: "
-            f"acc {test_metrics['acc']:.4f}  mean class acc {test_metrics['mean_class_acc']:.4f}  "
-            f"macro F1 {test_metrics['macro_f1']:.4f}")
+            f"acc {_f4(test_metrics['accuracy'])}  mean class acc {_f4(test_metrics['mean_class_acc'])}  "
+            f"macro F1 {_f4(test_metrics['macro_f1'])}")
     finished = stopped_early or bool(history and history[-1]["epoch"] >= tc.epochs)
     if main:
         if best_state is not None:
@@ -719,31 +746,3 @@ def _train(cfg: TrainConfig, device: torch.device, dinfo: D.DistInfo, out_dir, r
                        last_checkpoint=last_path if last_path.is_file() else None, history=history,
                        best_epoch=best_epoch, best_metrics=best_metrics, test_metrics=test_metrics,
                        stopped_early=stopped_early, labels=labels, preprocess=pre, model=model)
-
-
-# ------------------------------------------------------------------------------ cross-validation
-@dataclass
-class CVResult:
-    folds: list[TrainResult]
-    #: mean / std of the test accuracy (and mean class accuracy) over folds
-    summary: dict
-
-
-def train_folds(cfg: TrainConfig, out_dir: str | Path | None = None, *, quiet: bool = False) -> CVResult:
-    """Train every fold of ``data.folds``-fold subject cross-validation (``out/fold{k}``)."""
-    if cfg.data.folds < 2:
-        raise ConfigError("train_folds needs data.folds >= 2", _src(cfg), "data.folds")
-    out = Path(out_dir) if out_dir is not None else cfg.out_dir()
-    results = []
-    for k in range(cfg.data.folds):
-        c = copy.deepcopy(cfg)
-        c.data.fold = k
-        results.append(train(c, out / f"fold{k}", quiet=quiet))
-    accs = [r.test_metrics["acc"] for r in results if r.test_metrics]
-    mcas = [r.test_metrics["mean_class_acc"] for r in results if r.test_metrics]
-    summary = {"folds": cfg.data.folds, "test_acc_mean": float(np.mean(accs)), "test_acc_std": float(np.std(accs)),
-               "test_mean_class_acc_mean": float(np.mean(mcas)), "per_fold_acc": accs}
-    if D.env_world_size() <= 1 or int(os.environ.get("RANK", "0")) == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "cv.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    return CVResult(results, summary)

@@ -121,8 +121,9 @@ class FaceDetector:
     has_landmarks = True
 
     def __init__(self, min_score: float = 0.5, max_side: int = 1280, max_faces: int = 100,
-                 device: str = "cpu"):
+                 device: str = "cpu", threads: int = 1):
         self.device = device
+        self.threads = int(threads)  # the inference thread policy (see Recognizer.from_pretrained)
         self.min_score = float(min_score)
         self.max_side = int(max_side)
         self.max_faces = int(max_faces)

@@ -108,7 +108,8 @@
     topEl.textContent = best ? best.label : "no face";
     topEl.style.color = best ? color(best.label) : "";
     drawBars(best ? best.probs : {});
-    $("timing").textContent = `${result.width}×${result.height} · model ${result.time_ms} ms`;
+    $("timing").textContent = `${result.width}×${result.height} · model ${result.time_ms} ms` +
+      (result.truncated ? ` · more than ${result.max_faces} faces: the ${result.max_faces} most certain shown` : "");
   }
 
   async function send(blob, name) {
@@ -119,6 +120,9 @@
     const body = await r.json();
     if (!r.ok) {
       if (r.status === 401) keyBox.hidden = false;
+      if (r.status === 429 || r.status === 503) {   // busy or rate limited: wait as long as the server asks
+        pauseUntil = Date.now() + 1000 * (Number(r.headers.get("Retry-After")) || 1);
+      }
       throw new Error(body.error ? `${body.error.code}: ${body.error.message}` : r.statusText);
     }
     body.round_trip_ms = performance.now() - t0;
@@ -156,8 +160,11 @@
     timer = setInterval(tick, 1000 / fps);
   }
 
+  let pauseUntil = 0;
+
   function tick() {
     if (mode !== "camera" || inFlight || !video.videoWidth) return;   // one request at a time
+    if (Date.now() < pauseUntil) return;
     const scale = Math.min(1, MAX_SIDE / Math.max(video.videoWidth, video.videoHeight));
     grab.width = Math.round(video.videoWidth * scale); grab.height = Math.round(video.videoHeight * scale);
     grab.getContext("2d").drawImage(video, 0, 0, grab.width, grab.height);

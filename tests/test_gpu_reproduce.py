@@ -1,0 +1,57 @@
+"""scripts/gpu_reproduce.py on the CPU: the schedule is sized to the budget, the LR scaled to
+the batch, runs land in one folder and a rerun resumes instead of retraining."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("gpu_reproduce", REPO / "scripts" / "gpu_reproduce.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_sized_config_scales_lr_schedule_and_precision():
+    from litefer.training import config_from_dict
+    mod = _script()
+    cfg = config_from_dict({"optim": {"name": "sgd", "lr": 0.01}, "train": {"epochs": 100, "batch_size": 64},
+                            "sched": {"name": "multistep", "milestones": [50, 75], "warmup_epochs": 5}})
+    c = mod.sized_config(cfg, batch=512, device="cpu", epochs=20)
+    assert c.train.epochs == 20 and c.sched.milestones == [10, 15] and c.sched.warmup_epochs == pytest.approx(1.0)
+    assert c.optim.lr_base_batch == 64 and c.optim.lr_scaling == "linear" and c.train.amp and c.train.channels_last
+    from litefer.training.build import scaled_lr
+    assert scaled_lr(c) == pytest.approx(0.08)
+    adam = mod.sized_config(config_from_dict({"optim": {"name": "adam", "lr": 1e-3}}), batch=256, device="cpu",
+                            epochs=5)
+    assert scaled_lr(adam) == pytest.approx(1e-3 * 2.0)          # sqrt(256 / 64)
+
+
+def test_cpu_fallback_runs_plans_and_resumes(tmp_path, tiny_arch):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(f"""
+data: {{dataset: synthetic, num_classes: 3, val_split: val, test_split: test,
+       options: {{n_train: 96, n_val: 32, n_test: 32, size: 24}}}}
+model: {{arch: {tiny_arch}, input_size: 24}}
+optim: {{name: adam, lr: 0.003}}
+train: {{epochs: 50, batch_size: 16, tensorboard: false, autotune: false}}
+""")
+    mod = _script()
+    out = tmp_path / "gpu"
+    args = ["--configs", str(cfg), "--device", "cpu", "--batch", "32", "--budget-hours", "0.0003",
+            "--probe-images", "64", "--out", str(out)]
+    assert mod.main([*args, "--dry-run"]) == 0
+    plan = json.loads((out / "plan.json").read_text())["runs"]
+    assert len(plan) == 1 and 1 <= plan[0]["epochs"] < 50 and plan[0]["lr_base_batch"] == 16
+    assert mod.main(args) == 0
+    res = json.loads((out / "tiny" / "result.json").read_text())
+    assert res["epochs_run"] >= 1 and (out / "summary.md").is_file()
+    mtime = (out / "tiny" / "best.pt").stat().st_mtime_ns
+    assert mod.main(args) == 0                                    # finished: not retrained
+    assert (out / "tiny" / "best.pt").stat().st_mtime_ns == mtime
