@@ -238,6 +238,9 @@ def section_detectors(args) -> dict:
                 "mtcnn (opencv)": ("mtcnn", {"runtime": "opencv"}),
                 "mtcnn (packed pyramid)": ("mtcnn", {"pack": True}),
                 "mtcnn min_face=40": ("mtcnn", {"min_face": 40}),
+                "yunet (onnxruntime)": ("yunet", {"runtime": "onnxruntime"}),
+                "yunet (opencv)": ("yunet", {"runtime": "opencv"}),
+                "yunet, own landmarks": ("yunet", {"landmarks": "yunet"}),
                 "blazeface": ("blazeface", {}), "blazeface_full": ("blazeface_full", {})}
     import cv2
     cv2.setNumThreads(1)

@@ -22,6 +22,8 @@ FER2013 epoch time (28,709 training + 3,589 validation faces) extrapolated from 
     .venv/bin/python benchmarks/bench_train.py                               # all paper models, 2 threads
     .venv/bin/python benchmarks/bench_train.py --models mini_xception --images 256 --val-images 128
     .venv/bin/python benchmarks/bench_train.py --threads 2 --images 2048 --json out/bench_train.json
+    .venv/bin/python benchmarks/bench_train.py --models mini_xception --images 8000 --val-images 3589 \
+        --bf16-parity-epochs 5 --no-baseline                             # bf16 vs fp32 accuracy
 
 Run it on an otherwise idle machine (the load average at start and end is recorded).
 """
@@ -168,6 +170,22 @@ def run_trainer(train_fn, cfg, data, out: Path) -> dict:
     return d
 
 
+def bf16_parity_run(name: str, cfg, data, epochs: int, tmp: Path) -> dict:
+    """The same short run in fp32 and with bf16 autocast: validation accuracy per epoch and
+    images/s of each (the accuracy check bf16 needs before it becomes a default)."""
+    from litefer.training import train
+    out = {}
+    for mode in ("off", "on"):
+        c = copy.deepcopy(cfg)
+        c.train.epochs, c.train.cpu_bf16, c.train.autotune = epochs, mode, False
+        res = train(c, tmp / f"{name}-bf16-{mode}", data=data, quiet=True)
+        out["fp32" if mode == "off" else "bf16"] = {
+            "val_acc": [r["val_acc"] for r in res.history],
+            "images_per_s": float(np.median([r["images_per_s"] for r in res.history]))}
+        log(f"  {'fp32' if mode == 'off' else 'bf16'}: val acc {out['fp32' if mode == 'off' else 'bf16']['val_acc']}")
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default=",".join(MODELS), help="comma-separated, from: " + ", ".join(MODELS))
@@ -180,6 +198,9 @@ def main(argv=None) -> int:
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (minutes of warm-up)")
     ap.add_argument("--set", action="append", default=[], help="extra config override for every model")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--bf16-parity-epochs", type=int, default=0,
+                    help="also train each model this many epochs in fp32 and in bf16 on the same faces and "
+                         "compare validation accuracy (use --images in the thousands)")
     args = ap.parse_args(argv)
 
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
@@ -224,6 +245,8 @@ def main(argv=None) -> int:
         val_per_img = (r["new"]["epoch_s"] - r["new"]["train_s"]) / max(len(data.val), 1)
         r["fer2013_epoch_min"] = (FER2013_TRAIN / r["new"]["images_per_s"] + FER2013_VAL * max(val_per_img, 0)) / 60
         r["_ratio"] = ratio
+        if args.bf16_parity_epochs:
+            r["bf16_parity"] = bf16_parity_run(name, cfg, data, args.bf16_parity_epochs, tmp)
         rows[name] = r
     meta["load_end"] = os.getloadavg()
 
@@ -243,6 +266,17 @@ def main(argv=None) -> int:
               f"{f(b, 'bf16+channels_last')} | {r['bare_chosen']} | {r['new']['images_per_s']:.0f} | — | — | ",
               end="")
         print(f"{100 * r['efficiency']:.0f} % | {r['fer2013_epoch_min']:.1f} |")
+    par = {n: r["bf16_parity"] for n, r in rows.items() if "bf16_parity" in r}
+    if par:
+        print(f"\nbf16 parity ({args.bf16_parity_epochs} epochs on {args.images} faces, validation on "
+              f"{args.val_images}):\n")
+        print("| model | fp32 val acc % (last / best) | bf16 val acc % (last / best) | fp32 img/s | bf16 img/s |")
+        print("|---|---|---|---|---|")
+        for n, p in par.items():
+            a, b = p["fp32"], p["bf16"]
+            print(f"| {n} | {100 * a['val_acc'][-1]:.2f} / {100 * max(a['val_acc']):.2f} | "
+                  f"{100 * b['val_acc'][-1]:.2f} / {100 * max(b['val_acc']):.2f} | {a['images_per_s']:.0f} | "
+                  f"{b['images_per_s']:.0f} |")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"meta": meta, "models": rows}, indent=2, default=str))

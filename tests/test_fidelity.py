@@ -103,7 +103,7 @@ def test_a_mobilenet_cbam_where_table_1_puts_it():
     seen = []   # (what, channels, size) along the body
     y = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
-        prev = None
+        prev, prev_in_chs = None, None
         for layer in m.body:
             y_in = y
             y = layer(y)

@@ -73,7 +73,7 @@ def test_one_image_gives_its_faces(rec, example):
     assert EXAMPLE_FACE[0] < cx < EXAMPLE_FACE[2] and EXAMPLE_FACE[1] < cy < EXAMPLE_FACE[3]
     assert len(d["landmarks"]) == 5 and faces[0].detection_score > 0.9
     assert rec.meta.arch == "mini_xception" and rec.labels == list(FER2013) and rec.crop == "fer"
-    assert "mtcnn" in repr(rec)
+    assert "yunet" in repr(rec)       # the auto detector
 
 
 def test_every_input_type_gives_the_same_answer(rec, example):
@@ -264,4 +264,4 @@ def test_real_recognizer_behind_the_http_service(rec):
         faces = r.json()["faces"]
         assert len(faces) == 1 and set(faces[0]) == {"box", "landmarks", "probs", "label", "score"}
         m = c.get("/v1/models").json()["models"][0]
-        assert m["arch"] == "mini_xception" and m["detector"] == "mtcnn" and m["labels"] == list(FER2013)
+        assert m["arch"] == "mini_xception" and m["detector"] == "yunet" and m["labels"] == list(FER2013)

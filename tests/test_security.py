@@ -48,10 +48,19 @@ def evil(tmp_path) -> tuple[Path, Path]:
 
 
 def test_payload_is_real(evil):
-    """The fixture is a genuine attack: an unsafe load runs it (so the tests below can fail)."""
+    """The fixture is a genuine attack, shown without running it: its pickle calls ``exec`` on
+    code that writes the marker (an unsafe ``torch.load`` would run it)."""
+    import pickletools
+    import zipfile
     path, marker = evil
-    torch.load(path, map_location="cpu", weights_only=False)
-    assert marker.read_text() == "payload ran"
+    with zipfile.ZipFile(path) as z:
+        data = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
+    ops = [(op.name, arg) for op, arg, _ in pickletools.genops(data)]
+    globals_ = [str(arg) for name, arg in ops if name == "GLOBAL"]
+    strings = [arg for name, arg in ops if isinstance(arg, str)]
+    assert any(g.endswith(" exec") for g in globals_), globals_
+    assert any(str(marker) in s_ and "write" in s_ for s_ in strings)
+    assert ("REDUCE", None) in ops
 
 
 def test_library_loaders_refuse_the_payload(evil):
@@ -61,7 +70,7 @@ def test_library_loaders_refuse_the_payload(evil):
             load(path)
         msg = str(err.value)
         assert str(path) in msg and "refused" in msg and "exec" in msg
-        assert "weights_only=False" not in msg  # never advise the unsafe way
+        assert "weights_only" not in msg  # never advise the unsafe way
     assert not marker.exists()
 
 

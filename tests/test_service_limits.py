@@ -159,7 +159,10 @@ def test_docs_off_by_default_and_no_third_party_scripts():
     with TestClient(create_app(recognizer=Rec())) as c:
         assert c.get("/docs").status_code == 404 and c.get("/redoc").status_code == 404
         assert c.get("/openapi.json").status_code == 200
-        page = c.get("/").text
+        resp = c.get("/")
+        page = resp.text
+        csp = resp.headers["Content-Security-Policy"]
+        assert "connect-src 'self'" in csp and "frame-ancestors 'none'" in csp
     with TestClient(create_app(recognizer=Rec(), docs=True)) as c:
         assert c.get("/docs").status_code == 200
     # the web demo (always on) loads nothing from another origin

@@ -49,7 +49,7 @@ def test_bundled_detectors_need_no_third_party_package(monkeypatch):
     monkeypatch.delenv("LITEFER_DETECTOR_WEIGHTS", raising=False)
     from litefer.paths import DETECTORS
     from litefer.vision import create_detector
-    for name in ("mtcnn", "blazeface", "blazeface_full"):
+    for name in ("yunet", "mtcnn", "blazeface", "blazeface_full"):
         det = create_detector(name)
         files = det.weights if isinstance(det.weights, list) else [det.weights]
         assert all(Path(f).parent == DETECTORS for f in files), files
@@ -158,7 +158,7 @@ def test_predict_recognizer_and_serve_import_no_torch(tmp_path):
         from litefer.deploy.recognizer import Recognizer
         rec = Recognizer.from_pretrained()
         faces = rec({str(EXAMPLE)!r})
-        assert rec.backend_name == "onnx" and rec.detector_name == "mtcnn" and len(faces) == 1, faces
+        assert rec.backend_name == "onnx" and rec.detector_name == "yunet" and len(faces) == 1, faces
         from litefer.cli import app
         from typer.testing import CliRunner
         r = CliRunner().invoke(app, ["predict", {str(EXAMPLE)!r}])

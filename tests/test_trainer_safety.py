@@ -131,3 +131,25 @@ def test_a_class_without_training_images_is_refused(tmp_path):
     from litefer.training.data import check_class_coverage
     with pytest.warns(DataWarning, match="happy"):
         check_class_coverage(cfg, synthetic_faces(30, 3, 24), va)
+
+
+class _Aborts(torch.nn.Module):
+    """A step that kills its process (what a heap-corrupting kernel does)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            os.abort()
+        return self.lin(x.mean((2, 3)))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_step_options_are_vetted_in_a_child_process():
+    """An option whose kernel aborts the process is detected in a forked child, never in the run."""
+    from litefer.training.speed import vet_in_child
+    x, y = torch.randn(4, 4, 6, 6), torch.tensor([0, 1, 0, 1])
+    assert vet_in_child(_Aborts(), x, y, channels_last=False, bf16=False)
+    assert not vet_in_child(_Aborts(), x, y, channels_last=True, bf16=False)

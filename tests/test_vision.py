@@ -134,8 +134,8 @@ def test_detector_rejects_non_rgb_arrays(mtcnn):
 
 
 def test_registry_auto_and_custom_detectors(mtcnn):
-    assert {"mtcnn", "blazeface", "blazeface_full", "haar"} <= set(list_detectors())
-    assert create_detector("auto").name == "mtcnn"
+    assert {"yunet", "mtcnn", "blazeface", "blazeface_full", "haar"} <= set(list_detectors())
+    assert create_detector("auto").name == "yunet"     # AUTO_ORDER's first (docs/detectors.md)
     with pytest.raises(KeyError, match="unknown detector"):
         create_detector("nope")
 

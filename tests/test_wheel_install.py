@@ -33,6 +33,7 @@ def test_wheel_in_a_fresh_torch_free_venv(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for f in ("litefer/assets/default.onnx", "litefer/assets/default.safetensors", "litefer/assets/example.jpg",
               "litefer/assets/detectors/mtcnn_pnet.onnx", "litefer/assets/detectors/LICENSES.md",
+              "litefer/assets/detectors/face_detection_yunet_2023mar.onnx",
               "litefer/assets/detectors/face_detection_short_range.tflite"):
         assert f in names, f
     env_dir = tmp_path / "venv"

@@ -80,6 +80,13 @@ DEFAULT_MAX_PIXELS = 40_000_000
 MULTIPART_SLACK = 16 * 1024
 API_KEY_HEADER = "X-API-Key"
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+#: the web demo page sends frames to this server only, and no other site may frame it
+PAGE_HEADERS = {
+    "Content-Security-Policy": "connect-src 'self'; form-action 'self'; object-src 'none'; base-uri 'none'; "
+                               "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 #: leading bytes the format signatures look at (BMP's check needs 26)
 SNIFF_BYTES = 64
 
@@ -698,7 +705,7 @@ def _default_loader(model: str, backend: str, detector: Any, device: str,
                     threads: Optional[int] = None) -> Callable[[], Any]:
     def load() -> Any:
         from litefer.deploy.recognizer import Recognizer
-        kw = {"threads": threads} if backend == "onnx" and threads else {}
+        kw = {"threads": threads} if threads else {}     # ONNX sessions / torch: from_pretrained applies it
         rec = Recognizer.from_pretrained(model, detector=detector, device=device, backend=backend, **kw)
         torch = sys.modules.get("torch")  # never imported here: only limited when the backend uses it
         if threads and torch is not None and device == "cpu":
@@ -712,7 +719,7 @@ def model_display_name(model: str | Path) -> str:
     return s if "/" not in s and "\\" not in s else Path(s).name
 
 
-def create_app(recognizer: Any = None, model: str | Path = "default", backend: str = "torch",
+def create_app(recognizer: Any = None, model: str | Path = "default", backend: str = "auto",
                api_key: Optional[str] = None, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, *,
                detector: Any = "auto", device: str = "cpu", workers: int = 1,
                loader: Optional[Callable[[], Any]] = None, preload: bool = True,
@@ -907,7 +914,7 @@ def create_app(recognizer: Any = None, model: str | Path = "default", backend: s
     # ---- web demo
     @app.get("/", include_in_schema=False)
     async def index():
-        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers=PAGE_HEADERS)
 
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     return app

@@ -233,8 +233,8 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Option("default", "--model", "-m", help="Bundled model name, checkpoint "
                                   "(.safetensors/.pt) or .onnx file."),
         no_detect: bool = typer.Option(False, "--no-detect", help="Each image is already a face crop."),
-        detector: str = typer.Option("auto", "--detector", help="Face detector: auto, mtcnn, blazeface, "
-                                     "blazeface_full, haar."),
+        detector: str = typer.Option("auto", "--detector", help="Face detector: auto (yunet), yunet, mtcnn, "
+                                     "blazeface, blazeface_full, haar."),
         backend: str = typer.Option("auto", "--backend", help="Classifier backend: auto (ONNX Runtime when "
                                     "the model has an ONNX export at hand, else torch), onnx or torch."),
         threads: int = typer.Option(1, "--threads", min=1, help="Inference threads (detector and classifier; "

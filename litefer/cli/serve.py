@@ -17,7 +17,8 @@ def register(app: typer.Typer) -> None:
         host: str = typer.Option("127.0.0.1", help="Address to bind; beyond localhost an API key is required."),
         port: int = typer.Option(8000, min=0, max=65535, help="TCP port."),
         model: str = typer.Option("default", help="Bundled model name or checkpoint path (.safetensors/.pt/.onnx)."),
-        backend: str = typer.Option("torch", help="Inference backend: torch or onnx."),
+        backend: str = typer.Option("auto", help="Inference backend: auto (ONNX Runtime when an ONNX model is at "
+                                                 "hand, e.g. the bundled one; else torch), onnx or torch."),
         detector: str = typer.Option("auto", help="Face detector name, 'auto', or 'none' (whole image is one face)."),
         device: str = typer.Option("cpu", help="Torch device."),
         api_key: Optional[str] = typer.Option(
@@ -58,8 +59,8 @@ def register(app: typer.Typer) -> None:
             from litefer.apps import service
         except ModuleNotFoundError as exc:
             raise fail(str(exc))
-        if backend not in ("torch", "onnx"):
-            raise fail(f"--backend must be torch or onnx, not {backend!r}")
+        if backend not in ("auto", "torch", "onnx"):
+            raise fail(f"--backend must be auto, torch or onnx, not {backend!r}")
         key = api_key or os.environ.get(API_KEY_ENV) or None
         if not service.is_local_host(host) and key is None and not allow_no_key:
             raise fail(f"binding to {host} exposes the service beyond this machine: give --api-key "

@@ -60,7 +60,7 @@ def normalise_crops(crops: Sequence[np.ndarray], preprocess: dict, grey: bool = 
 
 
 #: the detectors that take the ``threads`` policy (a user-registered factory may not)
-BUILTIN_DETECTORS = ("auto", "mtcnn", "blazeface", "blazeface_full", "haar")
+BUILTIN_DETECTORS = ("auto", "mtcnn", "yunet", "blazeface", "blazeface_full", "haar")
 
 
 @dataclass

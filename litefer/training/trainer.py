@@ -349,6 +349,7 @@ def _train(cfg: TrainConfig, device: torch.device, dinfo: D.DistInfo, out_dir, r
     # step options: measured per CPU (or the checkpoint's, on resume) -----------------------
     if raw is not None and raw["training_state"].get("step_options"):
         opts = StepOptions.from_dict(raw["training_state"]["step_options"])
+        opts.compile = bool(tc.compile)          # may be switched; exactness assumes the same setting
         opts.reason = "as the checkpoint's run"
     elif cuda:
         opts = StepOptions(channels_last=bool(tc.channels_last), bf16=False, compile=bool(tc.compile), reason="cuda")
