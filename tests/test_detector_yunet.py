@@ -137,3 +137,24 @@ def test_onet_check_vetoes_faces_below_its_threshold(example):
     assert len(create_detector("yunet", onet_min=0.0).detect(example)) == 1
     assert create_detector("yunet", onet_min=1.01).detect(example) == []
     assert len(create_detector("yunet", landmarks="yunet", onet_min=1.01).detect(example)) == 1  # no O-Net run
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "opencv"])
+def test_one_detector_serves_concurrent_threads(runtime, example):
+    """The service shares one detector between request threads: same faces from every
+    thread, images of different sizes interleaved (OpenCV's detector keeps its input size
+    as state, so litefer keeps one per thread and size)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import cv2
+    from litefer.vision import create_detector
+    det = create_detector("yunet", runtime=runtime)
+    images = [example, cv2.resize(example, (320, 320), interpolation=cv2.INTER_AREA)]
+    ref = [det.detect(im) for im in images]
+    assert all(len(r) == 1 for r in ref)
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda i: (i % 2, det.detect(images[i % 2])), range(24)))
+    for k, faces in got:
+        assert len(faces) == 1
+        np.testing.assert_allclose(faces[0].box, ref[k][0].box, atol=1e-3)
+        np.testing.assert_allclose(faces[0].landmarks, ref[k][0].landmarks, atol=1e-3)

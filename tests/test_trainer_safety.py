@@ -2,17 +2,14 @@
 a label space with a class that has no training images."""
 from __future__ import annotations
 
-import json
 import os
-import pickle
-import warnings
 
 import numpy as np
 import pytest
 import torch
 
 from litefer.training import ConfigError, config_from_dict, load_config, train
-from litefer.training.data import DataSplits, DataWarning, prepare_data
+from litefer.training.data import DataSplits, DataWarning
 
 from fixtures.models import TINY
 

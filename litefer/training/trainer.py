@@ -39,7 +39,6 @@ from __future__ import annotations
 import copy
 import csv
 import hashlib
-import json
 import math
 import os
 import signal
@@ -53,10 +52,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from litefer.data.base import FaceArrays
 from litefer.training import distributed as D
 from litefer.training import state as S
-from litefer.training.batches import (BatchAugment, Normalize, TensorFaces, build_batch_augment, iterate_batches,
+from litefer.training.batches import (Normalize, TensorFaces, build_batch_augment, iterate_batches,
                                       num_batches)
 from litefer.training.build import (_Step, build_criterion, build_model, build_optimizer, build_transforms,
                                     code_version, git_hash, resolve_device, scaled_lr, seed_everything)

@@ -743,7 +743,8 @@ class YuNetDetector(FaceDetector):
         if p is None or not p.is_file():
             raise DetectorUnavailable(
                 f"YuNet weights {YUNET_FILE} not found; litefer ships them in litefer/assets/detectors "
-                f"(OpenCV Zoo's file, MIT): reinstall litefer, or point ${WEIGHTS_ENV} at a folder holding {YUNET_FILE}")
+                f"(OpenCV Zoo's file, MIT): reinstall litefer, or point ${WEIGHTS_ENV} at a folder "
+                f"holding {YUNET_FILE}")
         if min_face < 1:
             raise ValueError(f"min_face must be >= 1 pixel, got {min_face}")
         if landmarks not in ("onet", "yunet"):
@@ -778,7 +779,18 @@ class YuNetDetector(FaceDetector):
             if q is None:
                 raise DetectorUnavailable(f"{MTCNN_FILES[2]} (MTCNN's O-Net, used for YuNet's landmarks) not found; "
                                           "reinstall litefer, or pass landmarks='yunet'")
+            # ONNX Runtime sessions are safe to share between threads; a cv2.dnn network is
+            # not (it keeps its input blobs): with OpenCV each thread makes its own
             self.onet = OnnxNet(q, runtime, self.threads)
+            self._onet_path = q
+
+    def _onet_net(self) -> "OnnxNet":
+        if self.runtime == "onnxruntime":
+            return self.onet
+        net = getattr(self._local, "onet", None)
+        if net is None:
+            net = self._local.onet = OnnxNet(self._onet_path, "opencv", self.threads)
+        return net
 
     # ---------------------------------------------------------------- OpenCV runtime
 
@@ -871,7 +883,7 @@ class YuNetDetector(FaceDetector):
         (N, 5, 2) landmarks."""
         sq = _square(boxes)
         x = ((_crop_resize(rgb, sq, 48) - 127.5) * 0.0078125).transpose(0, 3, 1, 2)
-        prob, _, pts = self.onet(x)
+        prob, _, pts = self._onet_net()(x)
         bw, bh = (sq[:, 2] - sq[:, 0])[:, None], (sq[:, 3] - sq[:, 1])[:, None]
         return prob.reshape(-1), np.stack([sq[:, :1] + bw * pts[:, 0:5], sq[:, 1:2] + bh * pts[:, 5:10]], 2)
 
