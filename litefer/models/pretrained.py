@@ -78,12 +78,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             return load_file(str(p))
         except Exception as exc:  # noqa: BLE001 - any parse error is a bad file
             raise InitError(f"{p}: not a readable safetensors file ({type(exc).__name__}: {exc})") from None
+    from litefer.models.checkpoint import CheckpointError, safe_torch_load
     try:
-        obj = torch.load(str(p), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - pickle payloads and corrupt files end here
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InitError(f"{p}: refused or unreadable as a weights-only PyTorch file "
-                        f"(litefer never unpickles code): {msg}") from None
+        obj = safe_torch_load(p, "weights-only PyTorch weight file")
+    except CheckpointError as exc:
+        raise InitError(str(exc)) from None
     if isinstance(obj, dict):
         for k in WRAPPER_KEYS:
             if k in obj and isinstance(obj[k], dict):

@@ -16,7 +16,6 @@ import io
 import json
 import math
 import os
-import pickle
 import random
 import tempfile
 import time
@@ -92,20 +91,15 @@ def _json_default(o: Any):
 
 
 def safe_load(path: str | Path, what: str = "checkpoint") -> Any:
-    """``torch.load(path, weights_only=True)``: a file that needs pickled Python objects is
-    refused with a :class:`ConfigError` (its code never runs); unreadable files too."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such {what} file", str(path))
+    """``torch.load(path, weights_only=True)`` through litefer's one safe loader
+    (:func:`litefer.models.checkpoint.safe_torch_load`): a file that needs pickled Python
+    objects is refused (its code never runs), as are unreadable files; the error is a
+    :class:`ConfigError` here so the CLI reports it as a bad input."""
+    from litefer.models.checkpoint import CheckpointError, safe_torch_load
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"{path}: refusing to load this {what}: it contains pickled Python objects that "
-                          f"are not plain tensors/numbers/strings (loading them could execute code). "
-                          f"litefer checkpoints never need them. ({first[:200]})", str(path)) from None
-    except Exception as exc:  # truncated, not a torch file, ...
-        raise ConfigError(f"{path}: unreadable {what} ({type(exc).__name__}: {str(exc)[:200]})", str(path)) from None
+        return safe_torch_load(path, what)
+    except CheckpointError as exc:
+        raise ConfigError(str(exc)) from None          # the message names the file
 
 
 def plain(obj: Any) -> Any:
