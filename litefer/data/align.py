@@ -54,7 +54,7 @@ SMALL_PAD = 0.25
 #: what happens to images without a detected face
 MISSING = ("box", "drop")
 #: bump when the aligned pixels for the same inputs change
-ALIGN_VERSION = 1
+ALIGN_VERSION = 2
 
 _log = logging.getLogger(__name__)
 
@@ -188,14 +188,17 @@ def align_arrays(arrays: FaceArrays, detector: str = "auto", crop: str = "aligne
     t0 = time.perf_counter()
     built = []
 
+    from litefer.vision.detect import create_detector
+    det = create_detector(detector)
+    # the key names the detector actually used ("auto" changes meaning between versions)
+    det_name = str(getattr(det, "name", None) or type(det).__name__)
+
     def build() -> dict:
-        from litefer.vision.detect import create_detector
-        det = create_detector(detector)
         crops, found, marks = align_images(arrays.images, det, crop, size, progress=progress)
         built.append(type(det).__name__)
         return {"images": crops, "found": found, "landmarks": marks}
 
-    key = {"digest": _digest(arrays), "crop": crop, "size": size, "detector": str(detector),
+    key = {"digest": _digest(arrays), "crop": crop, "size": size, "detector": det_name,
            "small": [SMALL_SIDE, DETECT_SIDE, SMALL_PAD], "version": ALIGN_VERSION}
     z = load_or_build("align", key, build, enabled=cache)
     found = z["found"].astype(bool)
@@ -211,7 +214,7 @@ def align_arrays(arrays: FaceArrays, detector: str = "auto", crop: str = "aligne
         groups=None if arrays.groups is None else arrays.groups[idx],
         name=arrays.name, split=arrays.split, skipped=skipped)
     report = AlignReport(dataset=dataset or arrays.name, split=arrays.split, crop=crop, size=size,
-                         detector=str(detector), missing=missing, n=len(found), found=int(found.sum()),
+                         detector=det_name, missing=missing, n=len(found), found=int(found.sum()),
                          not_found=[arrays.ids[i] for i in np.flatnonzero(~found)],
                          seconds=round(time.perf_counter() - t0, 3), cached=not built)
     _log.info(report.summary())
