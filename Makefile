@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.litefer-installed
 
-.PHONY: venv demo test test-all browser clean
+.PHONY: venv demo test test-fast browser clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -26,10 +26,10 @@ browser:
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
 	  || echo "note: chromium not installed; the web-demo browser test will skip"; }
 
-# the suite in random order (pytest-randomly; the seed is printed at the end), without the
-# minutes-long real-training tests (marked slow): those run with `make test-all`
+# the whole suite in random order (pytest-randomly; the seed is printed at the end)
 test: venv browser
-	$(PY) -m pytest -q -m "not slow" tests
-
-test-all: venv browser
 	$(PY) -m pytest -q tests
+
+# while developing: without the minutes-long real-training / wheel tests (marked slow)
+test-fast: venv
+	$(PY) -m pytest -q -m "not slow" tests

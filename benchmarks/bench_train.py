@@ -51,6 +51,10 @@ BASELINE = "325461ec5f81ae131176f133c490e83938ca482a"   # the trainer before the
 #: model -> (config, extra overrides): each paper model with its paper recipe
 MODELS = {
     "i_mobilenetv2": ("configs/i_mobilenetv2_fer2013.yaml", []),
+    # the I-MobileNetV2 configuration litefer had before the fidelity audit (1 x 48 x 48,
+    # stem stride 1): the same architecture timed under the old and the new trainer
+    "i_mobilenetv2_s1_grey": ("configs/i_mobilenetv2_fer2013.yaml", ["model.arch=i_mobilenetv2_s1",
+                                                                      "model.in_chans=1"]),
     "se_sepnet": ("configs/se_sepnet_fer2013.yaml", []),
     "mini_xception": ("configs/mini_xception_fer2013.yaml", []),
     "a_mobilenet": ("configs/a_mobilenet_ferplus.yaml", []),
