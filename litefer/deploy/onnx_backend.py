@@ -84,6 +84,9 @@ class OnnxBackend:
             so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads is not None:
             so.intra_op_num_threads = int(threads)
+        # batch sizes vary with the number of faces: without this, ONNX Runtime's memory
+        # arena grows to the largest batch ever seen and keeps it for the process's life
+        so.enable_cpu_mem_arena = False
         self.threads = threads
         try:
             self.session = ort.InferenceSession(str(path), so, providers=list(providers or ["CPUExecutionProvider"]))

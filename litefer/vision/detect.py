@@ -323,6 +323,9 @@ def onnx_session(path: str | Path, threads: int = 1, *, model: bytes | None = No
     so.intra_op_num_threads = max(1, int(threads))
     so.inter_op_num_threads = 1
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # inputs change size with every photo: ONNX Runtime's memory arena would grow to the
+    # largest photo ever seen and keep it (GBs after one huge upload in a service)
+    so.enable_cpu_mem_arena = False
     so.log_severity_level = 3
     try:
         return ort.InferenceSession(str(path) if model is None else model, so, providers=["CPUExecutionProvider"])
