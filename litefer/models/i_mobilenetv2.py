@@ -26,7 +26,7 @@ What litefer computes, and the choices where the text is silent:
 1. **Input and strides** (default): 3 x 48 x 48, stem stride 2 and MobileNetV2's table
    unchanged, so the maps are 24 -> 24 -> 12 -> 6 -> 3 -> 3 -> 2 -> 2 (total stride 32,
    a 2x2 last map).  ``stem_stride=1`` (registered as ``i_mobilenetv2_s1``) is litefer's
-   higher-resolution variant (total stride 16, 3x3 last map, about 4x the MACs); see
+   higher-resolution variant (total stride 16, 3x3 last map, 3.4x the MACs); see
    docs/results.md for the two measured side by side.  Grey images are replicated to
    three channels by the data pipeline (``model.in_chans: 3``).
 2. **Reverse fusion.**  The text names an inversion (``-x``) and a "fusion" layer that
@@ -136,7 +136,7 @@ def i_mobilenetv2(num_classes: int = 7, in_chans: int = 3, **kw) -> IMobileNetV2
                 paper_defines_arch=False)
 def i_mobilenetv2_s1(num_classes: int = 7, in_chans: int = 3, **kw) -> IMobileNetV2:
     """litefer's higher-resolution variant (not the paper's): stem stride 1, so a 48 x 48
-    input keeps a 3 x 3 last map (total stride 16) at about 4x the MACs; otherwise the
+    input keeps a 3 x 3 last map (total stride 16) at 3.4x the MACs; otherwise the
     same as ``i_mobilenetv2``."""
     kw.setdefault("stem_stride", 1)
     return IMobileNetV2(num_classes, in_chans, **kw)
