@@ -223,3 +223,20 @@ def test_runs_lists_a_killed_process_as_stopped(tmp_path):
     (r,) = list_runs(tmp_path)
     assert r.state == "stopped" and r.epoch == pytest.approx(3.5) and r.eta_s is None
     assert r.data == "fer2013/train" and r.best_value == 0.61
+
+
+def test_run_folder_stopped_before_its_first_step_starts_again(tmp_path):
+    """A run stopped while loading data (no step, so no last.pt) is started afresh by
+    `litefer train RUN_DIR` from the config.yaml it wrote, instead of an error."""
+    from typer.testing import CliRunner
+    from litefer.cli import app
+    from litefer.training.config import dump_config
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(dump_config(_cfg()))
+    assert not (run / "last.pt").exists()
+    r = CliRunner().invoke(app, ["train", str(run)])
+    assert r.exit_code == 0, r.output
+    assert "resumed from" not in r.output
+    assert json.loads(r.stdout.strip().splitlines()[-1])["epochs_run"] == 3
+    assert (run / "last.pt").is_file() and (run / "best.pt").is_file()

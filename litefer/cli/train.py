@@ -39,8 +39,8 @@ def register(app: typer.Typer) -> None:
         if config.is_dir():                          # a run folder: resume it with its own config
             if not (config / "config.yaml").is_file():
                 raise fail(f"{config} is a folder without config.yaml (not a run folder)")
-            if resume is None:
-                resume = config
+            if resume is None and (config / "last.pt").is_file():
+                resume = config            # else: stopped before its first step, start it afresh
             if out is None:
                 out = config
             config = config / "config.yaml"
@@ -106,8 +106,10 @@ def register(app: typer.Typer) -> None:
             raise fail(str(exc), code=1)
         except trainer.TrainingInterrupted as exc:
             where = exc.checkpoint.parent if exc.checkpoint is not None else out_dir
+            what = ("checkpoint written. Continue with" if exc.checkpoint is not None else
+                    "stopped before the first training step, nothing to save. Start it again with")
             console.print(f"[yellow]interrupted[/] ({_signal.Signals(exc.signum).name}) at epoch {exc.epoch + 1}, "
-                          f"iteration {exc.iteration}; checkpoint written. Continue with:\n"
+                          f"iteration {exc.iteration}; {what}:\n"
                           f"  litefer train {where}", highlight=False, soft_wrap=True)
             raise typer.Exit(128 + int(exc.signum))
         except KeyboardInterrupt:
