@@ -32,7 +32,6 @@ measure on a loaded machine).  ``--negatives DIR`` adds real face-free photograp
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -44,6 +43,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_models import write_outputs  # noqa: E402
 
 #: (box x1, y1, x2, y2; eyes (image-left, image-right)) of the face in each source photo:
 #: MTCNN's on the untouched photo (see the module docstring)
@@ -349,13 +351,7 @@ def main(argv=None) -> int:
     lines += ["", "Targets for `auto` (issue 12): recall >= MTCNN's, no more false positives than MTCNN at 0.9, "
               "eye error <= 0.06, >= 5x MTCNN's speed."]
     md = "\n".join(lines) + "\n"
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"rows": rows, "images": len(images)}, indent=2) + "\n")
-    if args.md:
-        args.md.parent.mkdir(parents=True, exist_ok=True)
-        args.md.write_text(md)
-    sys.stdout.write(md)
+    write_outputs(md, {"rows": rows, "images": len(images)}, args.json, args.md)
     return 0
 
 

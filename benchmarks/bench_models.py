@@ -103,6 +103,17 @@ def thread_settings(spec: str) -> list[int]:
     return sorted(set(out), key=out.index)
 
 
+def write_outputs(md: str, result, json_path: Path | None = None, md_path: Path | None = None) -> None:
+    """Print the markdown; also write it to ``md_path`` and ``result`` as JSON to ``json_path``."""
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    if md_path:
+        md_path.parent.mkdir(parents=True, exist_ok=True)
+        md_path.write_text(md)
+    sys.stdout.write(md)
+
+
 def fmt_ms(s: float | None) -> str:
     return "—" if s is None else (f"{s * 1e3:.2f}" if s < 1 else f"{s * 1e3:.0f}")
 
@@ -289,13 +300,7 @@ def main(argv=None) -> int:
     md = markdown(result)
     if result["failed"]:
         md += "\nFailed: " + "; ".join(f"{r['model']} ({r['error']})" for r in result["failed"]) + "\n"
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    if args.md:
-        args.md.parent.mkdir(parents=True, exist_ok=True)
-        args.md.write_text(md)
-    sys.stdout.write(md)
+    write_outputs(md, result, args.json, args.md)
     return 0
 
 

@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench_models import env_info, fmt_ms, timeit  # noqa: E402
+from bench_models import env_info, fmt_ms, timeit, write_outputs  # noqa: E402
 
 FER_LABELS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 
@@ -302,13 +302,7 @@ def main(argv=None) -> int:
               "litefer_models": models, "fer": fer_res, "ratios": ratios,
               "command": " ".join([Path(sys.executable).name, *sys.argv])}
     md = markdown(result)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    if args.md:
-        args.md.parent.mkdir(parents=True, exist_ok=True)
-        args.md.write_text(md)
-    sys.stdout.write(md)
+    write_outputs(md, result, args.json, args.md)
     return 0
 
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import sys
 import tempfile
@@ -47,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench_models import env_info, fmt_ms, timeit  # noqa: E402
+from bench_models import env_info, fmt_ms, timeit, write_outputs  # noqa: E402
 
 STAGES = ("decode", "detect", "align", "classify")
 
@@ -346,13 +345,7 @@ def main(argv=None) -> int:
         md = realtime_markdown(rt)
         result = {"env": env_info(), "realtime": rt, "args": {k: (str(v) if isinstance(v, Path) else v)
                                                               for k, v in vars(args).items()}}
-        if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
-        if args.md:
-            args.md.parent.mkdir(parents=True, exist_ok=True)
-            args.md.write_text(md)
-        sys.stdout.write(md)
+        write_outputs(md, result, args.json, args.md)
         return 0
     import torch
     if args.threads:
@@ -380,13 +373,7 @@ def main(argv=None) -> int:
               "command": " ".join([Path(sys.executable).name, *sys.argv])}
     md = markdown(result) + ("\n" + realtime_markdown(rt) if rt else "")
     result["realtime"] = rt
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    if args.md:
-        args.md.parent.mkdir(parents=True, exist_ok=True)
-        args.md.write_text(md)
-    sys.stdout.write(md)
+    write_outputs(md, result, args.json, args.md)
     return 0
 
 

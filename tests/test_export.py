@@ -78,6 +78,21 @@ def test_parity_default_exporter_per_family(name, tmp_path):
     assert exporter == "dynamo"
 
 
+def _machine_paths(path: Path) -> list[bytes]:
+    data = path.read_bytes()
+    return [m for m in (str(REPO).encode(), sys.prefix.encode(), b"site-packages") if m in data]
+
+
+def test_exported_and_shipped_onnx_carry_no_machine_paths(tmp_path):
+    """The dynamo exporter records every node's Python stack trace (absolute paths of the
+    exporting machine); litefer strips them from whatever it writes, and from what it ships."""
+    out = tmp_path / "m.onnx"
+    _check_parity("mini_xception", "dynamo", out)
+    assert _machine_paths(out) == []
+    for shipped in [REPO / "litefer" / "assets" / "default.onnx", *(REPO / "litefer" / "assets").glob("detectors/*.onnx")]:
+        assert _machine_paths(shipped) == [], shipped
+
+
 @pytest.mark.parametrize("name", list_models())
 def test_parity_every_registered_model(name, tmp_path):
     try:  # the legacy exporter is ~20x faster; the dynamo one handles what it cannot

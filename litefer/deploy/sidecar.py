@@ -97,10 +97,27 @@ def read_sidecar(onnx_path: str | os.PathLike) -> dict:
     return check_meta(json.loads(raw), str(onnx_path))
 
 
+def strip_debug_info(model) -> None:
+    """Drop the per-node debugging records an exporter leaves in an ONNX graph (torch's
+    dynamo exporter stores each node's Python stack trace, class hierarchy and FX node
+    there, i.e. absolute paths of the machine that exported it): a shipped model must not
+    carry them, and no runtime reads them."""
+    todo = [model.graph, *model.functions]          # graphs and local functions hold nodes
+    while todo:
+        for node in todo.pop().node:
+            node.doc_string = ""
+            del node.metadata_props[:]
+            for a in node.attribute:                  # subgraphs (If / Loop bodies)
+                if a.HasField("g"):
+                    todo.append(a.g)
+                todo.extend(a.graphs)
+
+
 def write_meta(onnx_path: Path, meta: dict) -> None:
     """Embed ``meta`` in the ONNX file (metadata_props) and write the sidecar next to it."""
     import onnx  # the onnx package only; no torch
     model = onnx.load(str(onnx_path))
+    strip_debug_info(model)
     props = {p.key: p.value for p in model.metadata_props}
     props[METADATA_KEY] = json.dumps(meta, sort_keys=True)
     del model.metadata_props[:]

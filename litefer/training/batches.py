@@ -33,24 +33,20 @@ import torch.nn.functional as F
 
 from litefer.data.base import FaceArrays
 
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-
-
 def _to_model_pixels(images: np.ndarray, size: int, channels: int) -> np.ndarray:
-    """uint8 (N,H,W[,3]) -> uint8 (N,c,S,S) with c = 1 (grey) or 3; as ``Preprocess`` does it."""
-    from litefer.data.transforms import _resize
+    """uint8 (N,H,W[,3]) -> uint8 (N,c,S,S) with c = 1 (grey) or 3; as ``Preprocess`` does it
+    (the same :mod:`litefer.preprocess` functions, applied to the whole split)."""
+    from litefer.preprocess import resize, to_grey
     imgs = np.asarray(images)
     if imgs.dtype != np.uint8:
         raise ValueError(f"expected uint8 images, got {imgs.dtype}")
     if imgs.ndim == 4 and imgs.shape[3] == 1:
         imgs = imgs[..., 0]
-    if imgs.ndim == 4 and channels == 1:                         # RGB -> luma, vectorised
-        out = np.empty(imgs.shape[:3], np.uint8)
-        for s in range(0, len(imgs), 4096):
-            out[s:s + 4096] = np.clip(imgs[s:s + 4096].astype(np.float32) @ _LUMA + 0.5, 0, 255).astype(np.uint8)
-        imgs = out
+    if imgs.ndim == 4 and channels == 1:                         # RGB -> luma, in chunks
+        imgs = np.concatenate([to_grey(imgs[s:s + 4096]) for s in range(0, len(imgs), 4096)]) \
+            if len(imgs) else imgs[..., 0]
     if imgs.shape[1:3] != (size, size):
-        imgs = np.stack([_resize(im, size) for im in imgs]) if len(imgs) else \
+        imgs = np.stack([resize(im, size) for im in imgs]) if len(imgs) else \
             np.zeros((0, size, size) + imgs.shape[3:], np.uint8)
     if imgs.ndim == 3:
         return np.ascontiguousarray(imgs[:, None])
