@@ -3,6 +3,7 @@ a label space with a class that has no training images."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -146,8 +147,24 @@ class _Aborts(torch.nn.Module):
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_step_options_are_vetted_in_a_child_process():
-    """An option whose kernel aborts the process is detected in a forked child, never in the run."""
-    from litefer.training.speed import vet_in_child
-    x, y = torch.randn(4, 4, 6, 6), torch.tensor([0, 1, 0, 1])
-    assert vet_in_child(_Aborts(), x, y, channels_last=False, bf16=False)
-    assert not vet_in_child(_Aborts(), x, y, channels_last=True, bf16=False)
+    """An option whose kernel aborts the process is detected in a forked child, never in the
+    run; a harmless one passes, also after the process has already trained (autograd used).
+    Run in a fresh interpreter: the outcome must not depend on what other tests left in
+    this process (threads, runtimes)."""
+    import subprocess
+    import sys
+    code = (
+        "import sys, torch\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from test_trainer_safety import _Aborts\n"
+        "from litefer.training.speed import vet_in_child\n"
+        "x, y = torch.randn(4, 4, 6, 6), torch.tensor([0, 1, 0, 1])\n"
+        "a = vet_in_child(_Aborts(), x, y, channels_last=False, bf16=False)\n"
+        "b = vet_in_child(_Aborts(), x, y, channels_last=True, bf16=False)\n"
+        "torch.nn.Linear(2, 1)(torch.randn(3, 2)).sum().backward()   # the process has trained\n"
+        "c = vet_in_child(_Aborts(), x, y, channels_last=False, bf16=False)\n"
+        "print(a, b, c)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["True", "False", "True"]
