@@ -66,8 +66,10 @@ DETECTORS = {
     "yunet (opencv runtime)": ("yunet", {"runtime": "opencv"}),
     "yunet (own landmarks; no O-Net check)": ("yunet", {"landmarks": "yunet"}),
     "yunet (0.7)": ("yunet", {"min_score": 0.7}),
+    "yunet min_face=10": ("yunet", {"min_face": 10}),
     "yunet min_face=11": ("yunet", {"min_face": 11}),
-    "yunet min_face=12": ("yunet", {"min_face": 12}),
+    "yunet min_face=13": ("yunet", {"min_face": 13}),
+    "yunet min_face=14": ("yunet", {"min_face": 14}),
     "yunet min_face=20": ("yunet", {"min_face": 20}),
 }
 

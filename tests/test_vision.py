@@ -297,6 +297,31 @@ def test_crop_outside_the_image_is_filled():
     assert (out == 200).all()                                      # FER: the edge repeated
 
 
+@pytest.mark.parametrize("box", [(100, 100, 300, 300), (0, 0, 250, 250), (880, 380, 1100, 600),
+                                 (-80, -60, 200, 220), (1000, 500, 1300, 800)])
+@pytest.mark.parametrize("crop", ["fer", "aligned112"])
+def test_shrinking_crop_resizes_only_its_region(box, crop):
+    """A face crop that shrinks the face > 2x area-averages only the region the crop sees;
+    the result matches averaging the whole photo (up to the resize grid's phase), edges
+    and the outside of the image included."""
+    import cv2
+    from litefer.vision.align import face_transform, warp
+    rng = np.random.default_rng(0)
+    img = cv2.GaussianBlur((rng.random((600, 1100, 3)) * 255).astype(np.uint8), (0, 0), 3)
+    size = 48 if crop == "fer" else 112
+    m = face_transform(crop, size, box=box)
+    scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
+    assert scale < 0.5                                               # the shrinking path
+    f = 2.0 * scale
+    whole = cv2.resize(img, (round(1100 * f), round(600 * f)), interpolation=cv2.INTER_AREA)
+    mw = m @ np.diag([1100 / whole.shape[1], 600 / whole.shape[0], 1.0])
+    border = cv2.BORDER_REPLICATE if crop == "fer" else cv2.BORDER_CONSTANT
+    ref = cv2.warpAffine(whole, mw, (size, size), flags=cv2.INTER_LINEAR, borderMode=border).astype(int)
+    out = warp(img, m, size, border="replicate" if crop == "fer" else "constant").astype(int)
+    assert out.shape == ref.shape
+    assert np.abs(out - ref).max() <= 3 and np.abs(out - ref).mean() < 0.5
+
+
 # --------------------------------------------------------------------------- image loading
 
 

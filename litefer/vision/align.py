@@ -138,11 +138,14 @@ def face_transform(crop: str, size: int, landmarks: Optional[np.ndarray] = None,
 def warp(img: np.ndarray, m: np.ndarray, size: int, border: str = "replicate") -> np.ndarray:
     """``img`` warped by ``m`` to ``size`` x ``size``; pixels outside the image repeat
     the edge (``"replicate"``) or are black (``"constant"``).  Shrinking by more than
-    2x first averages (area resize) so the crop does not alias."""
+    2x first averages (area resize) so the crop does not alias: only the part of the
+    image the crop sees (plus a margin) is resized, not the whole photo (that cost 6 ms
+    a face on a 1100x600 photo)."""
     import cv2
     m = np.asarray(m, dtype=np.float64)
     scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
     if scale < 0.5 and min(img.shape[:2]) > 1:
+        img, m = _region(img, m, int(size), margin=4.0 / scale)
         f = min(1.0, 2.0 * scale)
         small = cv2.resize(img, (max(1, round(img.shape[1] * f)), max(1, round(img.shape[0] * f))),
                            interpolation=cv2.INTER_AREA)
@@ -151,6 +154,24 @@ def warp(img: np.ndarray, m: np.ndarray, size: int, border: str = "replicate") -
         img = small
     mode = cv2.BORDER_REPLICATE if border == "replicate" else cv2.BORDER_CONSTANT
     return cv2.warpAffine(img, m, (int(size), int(size)), flags=cv2.INTER_LINEAR, borderMode=mode, borderValue=0)
+
+
+def _region(img: np.ndarray, m: np.ndarray, size: int, margin: float) -> tuple[np.ndarray, np.ndarray]:
+    """The part of ``img`` that the ``size`` x ``size`` crop of ``m`` samples (its corners
+    mapped back, ``margin`` source pixels around), and ``m`` moved to it.  Where the region
+    is cut by the image's edge the edge is the image's own, so the warp's border handling
+    is unchanged; a crop that sees (almost) none of the image keeps the whole image."""
+    inv = np.linalg.inv(np.vstack([m, [0.0, 0.0, 1.0]]))[:2]
+    corners = np.array([[0, 0], [size, 0], [0, size], [size, size]], dtype=np.float64)
+    src = corners @ inv[:, :2].T + inv[:, 2]
+    h, w = img.shape[:2]
+    x0 = max(0, int(np.floor(src[:, 0].min() - margin)))
+    y0 = max(0, int(np.floor(src[:, 1].min() - margin)))
+    x1 = min(w, int(np.ceil(src[:, 0].max() + margin)) + 1)
+    y1 = min(h, int(np.ceil(src[:, 1].max() + margin)) + 1)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return img, m
+    return img[y0:y1, x0:x1], m @ np.array([[1.0, 0.0, x0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]])
 
 
 def crop_face(img: np.ndarray, crop: str = "aligned112", size: Optional[int] = None,

@@ -715,8 +715,12 @@ class YuNetDetector(FaceDetector):
     Runtime when installed.  Both give the same faces (``tests/test_detector_yunet.py``).
 
     The image is searched once, scaled so that a face ``min_face`` px wide becomes
-    :attr:`YUNET_SMALLEST` px (``min_face=10``, the default: the image at its own size),
-    padded to a multiple of 32.  Faces up to about 300 px (YuNet's training range) are
+    :attr:`YUNET_SMALLEST` px, padded to a multiple of 32.  ``min_face=12`` (the default)
+    searches the image at 0.83x its size: on docs/detectors.md's test set it keeps recall
+    at 0.91 (MTCNN's target 0.908) with no false positive, and takes 0.7x the time of the
+    search at full size (``min_face=10``: recall 0.93, more of the 10-16 px faces, whose
+    expression the classifier reads far worse anyway: 62 % on FER+ crops shrunk to 16 px
+    against 85 % at 48 px).  Faces up to about 300 px (YuNet's training range) are
     found in that pass, larger ones too with falling scores (0.85-0.9 at 400 px, 0.7 at
     600 px); when the searched image's shorter side is over twice ``max_face`` (not a
     640x480 or 1024x768 frame), a copy scaled to put the largest possible face at
@@ -738,7 +742,7 @@ class YuNetDetector(FaceDetector):
     YUNET_SMALLEST = 10
     STRIDES = (8, 16, 32)
 
-    def __init__(self, min_score: float = 0.5, min_face: int = 10, max_side: int = 1280, max_faces: int = 100,
+    def __init__(self, min_score: float = 0.5, min_face: int = 12, max_side: int = 1280, max_faces: int = 100,
                  nms_thresh: float = 0.3, max_face: int = 400, landmarks: str = "onet", onet_min: float = 0.45,
                  runtime: str = "auto", weights: str | Path | None = None, device: str = "cpu", threads: int = 1):
         super().__init__(min_score=min_score, max_side=max_side, max_faces=max_faces, device="cpu")
@@ -867,7 +871,10 @@ class YuNetDetector(FaceDetector):
         import cv2
         h, w = rgb.shape[:2]
         if s < 1.0:
-            img = cv2.resize(rgb, (max(16, round(w * s)), max(16, round(h * s))), interpolation=cv2.INTER_AREA)
+            # bilinear for mild reductions (INTER_AREA at a non-integer scale costs ~10 ms
+            # on a 1024x768 photo, bilinear 1.5 ms; below 0.5x area averaging avoids aliasing)
+            interp = cv2.INTER_LINEAR if s >= 0.5 else cv2.INTER_AREA
+            img = cv2.resize(rgb, (max(16, round(w * s)), max(16, round(h * s))), interpolation=interp)
         else:
             img = rgb
         if self.runtime == "onnxruntime":
