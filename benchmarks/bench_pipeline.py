@@ -64,10 +64,16 @@ def default_photos() -> list[tuple[str, bytes]]:
             out.append(("grace_hopper.jpg (1 face, 512x600)", gh.read_bytes()))
     except ImportError:
         pass
-    if len(out) == 2:
+    if out:
+        from PIL import Image
+        buf = io.BytesIO()
+        Image.open(io.BytesIO(out[0][1])).convert("RGB").resize((256, 256), Image.LANCZOS).save(
+            buf, format="JPEG", quality=90)
+        out.insert(1, ("example.jpg at 256x256 (1 face)", buf.getvalue()))
+    if len(out) == 3:
         from PIL import Image
         a = np.asarray(Image.open(io.BytesIO(out[0][1])).convert("RGB"))
-        b = np.asarray(Image.open(io.BytesIO(out[1][1])).convert("RGB").resize((256, 300)))
+        b = np.asarray(Image.open(io.BytesIO(out[2][1])).convert("RGB").resize((256, 300)))
         can = np.full((600, 1100, 3), 90, np.uint8)
         can[40:40 + a.shape[0], 20:20 + a.shape[1]] = a[:552, :512]
         can[150:450, 700:956] = b
