@@ -145,6 +145,15 @@ class _Aborts(torch.nn.Module):
         return self.lin(x.mean((2, 3)))
 
 
+class _Raises(_Aborts):
+    """Raises (instead of aborting) on a channels_last input."""
+
+    def forward(self, x):
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            raise RuntimeError("no channels_last here")
+        return self.lin(x.mean((2, 3)))
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_step_options_are_vetted_in_a_child_process():
     """An option whose kernel aborts the process is detected in a forked child, never in the
@@ -156,15 +165,23 @@ def test_step_options_are_vetted_in_a_child_process():
     code = (
         "import sys, torch\n"
         f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
-        "from test_trainer_safety import _Aborts\n"
+        "from test_trainer_safety import _Aborts, _Raises\n"
         "from litefer.training.speed import vet_in_child\n"
         "x, y = torch.randn(4, 4, 6, 6), torch.tensor([0, 1, 0, 1])\n"
         "a = vet_in_child(_Aborts(), x, y, channels_last=False, bf16=False)\n"
         "b = vet_in_child(_Aborts(), x, y, channels_last=True, bf16=False)\n"
         "torch.nn.Linear(2, 1)(torch.randn(3, 2)).sum().backward()   # the process has trained\n"
         "c = vet_in_child(_Aborts(), x, y, channels_last=False, bf16=False)\n"
-        "print(a, b, c)\n")
+        "why = []\n"
+        "d = vet_in_child(_Raises(), x, y, channels_last=True, bf16=False, log=why.append)\n"
+        "vet_in_child(_Aborts(), x, y, channels_last=True, bf16=False, log=why.append)\n"
+        "print(a, b, c, d)\n"
+        "print('|'.join(why))\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                        env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.split() == ["True", "False", "True"]
+    first, why = r.stdout.strip().split("\n")
+    assert first.split() == ["True", "False", "True", "False"]
+    raised, killed = why.split("|")
+    assert raised == "the test step raised RuntimeError: no channels_last here"  # the child's own error
+    assert killed == "the test step was killed by signal SIGABRT"

@@ -119,20 +119,25 @@ def bare_step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, channels
 
 
 def vet_in_child(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, channels_last: bool, bf16: bool,
-                 timeout_s: float = 300.0) -> bool:
+                 timeout_s: float = 300.0, log: Optional[Callable[[str], None]] = None) -> bool:
     """Run two steps of a candidate in a forked child process first: some PyTorch CPU kernels
     corrupt the heap and abort the process (torch 2.14.1: the backward of a 1x1 stride-2
     convolution from 8 channels in channels_last), and a training run must never die of an
-    optimisation it did not need.  True when the child finished cleanly."""
+    optimisation it did not need.  True when the child finished cleanly; otherwise ``log``
+    (when given) hears why: the child's exception, the signal that killed it, or the
+    timeout."""
     if not hasattr(os, "fork"):
         return not channels_last and not bf16
     import sys
+    say = log or (lambda m: None)
     sys.stdout.flush()
     sys.stderr.flush()
+    rfd, wfd = os.pipe()
     pid = os.fork()
     if pid == 0:                                         # child: 1 thread (OpenMP after fork)
         code = 1
         try:
+            os.close(rfd)
             import faulthandler
             faulthandler.disable()                      # a crash here is the expected answer, not news
             devnull = os.open(os.devnull, os.O_WRONLY)
@@ -142,18 +147,45 @@ def vet_in_child(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, channels
             fn()
             fn()
             code = 0
+        except BaseException as exc:                     # noqa: BLE001 - reported to the parent
+            try:
+                os.write(wfd, f"{type(exc).__name__}: {exc}"[:2000].encode("utf-8", "replace"))
+            except OSError:
+                pass
         finally:
             os._exit(code)
-    t0 = time.monotonic()
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
-        if time.monotonic() - t0 > timeout_s:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            return False
-        time.sleep(0.05)
+    os.close(wfd)
+    try:
+        t0 = time.monotonic()
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() - t0 > timeout_s:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                say(f"the test step did not finish within {timeout_s:.0f} s")
+                return False
+            time.sleep(0.05)
+        message = b""
+        while chunk := os.read(rfd, 4096):
+            message += chunk
+    finally:
+        os.close(rfd)
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+        return True
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            import signal
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = str(sig)
+        say(f"the test step was killed by signal {name}")
+    else:
+        say("the test step raised " + (message.decode("utf-8", "replace") or
+                                       f"nothing readable (exit status {os.WEXITSTATUS(status)})"))
+    return False
 
 
 def bf16_parity(model: nn.Module, x: torch.Tensor) -> float:
@@ -203,9 +235,11 @@ def autotune(model: nn.Module, arch: str, in_shape: tuple[int, int, int], batch:
                 say(f"bf16 autocast not used: logits differ from fp32 by {parity:.3f} (> {BF16_TOLERANCE})")
         unsafe = []
         for name, cl, bf in cands:
-            if (cl or bf) and not vet_in_child(model, x, y, channels_last=cl, bf16=bf):
+            why: list[str] = []
+            if (cl or bf) and not vet_in_child(model, x, y, channels_last=cl, bf16=bf, log=why.append):
                 unsafe.append(name)
-                say(f"step option {name} is not used: it crashed or hung in a test process on this CPU")
+                say(f"step option {name} is not used: in a test process on this CPU "
+                    + ("; ".join(why) or "it failed"))
                 continue
             fn = bare_step_fn(copy.deepcopy(model), x, y, channels_last=cl, bf16=bf)
             results[name] = _time_steps(fn, steps)
