@@ -279,7 +279,8 @@ def test_cv_mocked_training_subject_disjoint_and_mean_std(tmp_path):
     # without subject ids: stratified folds
     arr.groups = None
     rep = cross_validate(cfg, 3, tmp_path / "cv2", arrays=arr, train_fn=fake_train)
-    assert not rep.by_subject and "stratified" in (tmp_path / "cv2" / "cv.md").read_text()
+    assert not rep.by_subject and "stratified by class (the data has no subject ids)" in \
+        (tmp_path / "cv2" / "cv.md").read_text()
     with pytest.raises(CVError, match="no subject ids"):
         cross_validate(subj_cfg, 3, tmp_path / "cv3", arrays=arr, train_fn=fake_train)
 
@@ -390,7 +391,8 @@ def test_cli_cv_stratified_ignores_subjects(tmp_path):
         rows = list(csv.DictReader(open(tmp_path / "stratified" / f"fold{i}" / "eval" / "predictions.csv")))
         counts = {lab: sum(r["true"] == lab for r in rows) for lab in total}
         assert all(abs(counts[lab] - total[lab] / 2) <= 1 for lab in total), (counts, total)
-    assert "stratified" in (tmp_path / "stratified" / "cv.md").read_text()
+    md = (tmp_path / "stratified" / "cv.md").read_text()
+    assert "stratified by class (asked for; the data has subject ids" in md and "has no subject ids" not in md
 
 
 def test_ablate_with_folds_and_retraining_a_changed_variant(tmp_path):

@@ -160,6 +160,8 @@ class CVReport:
     labels: tuple[str, ...]
     out_dir: Optional[Path] = None
     files: dict = field(default_factory=dict)
+    #: whether the data had subject ids (stratified folds were then asked for)
+    had_subjects: bool = False
 
     def table_rows(self) -> list[list[Any]]:
         rows = []
@@ -290,7 +292,7 @@ def cross_validate(cfg, folds: Optional[int] = None, out_dir: str | Path | None 
             f"{pct(ev.metrics['mean_class_acc'])}%, macro F1 {pct(ev.metrics['macro_f1'])}%")
 
     report = summarize_folds(results, k, subj, tuple(pool.labels))
-    report.out_dir = out
+    report.out_dir, report.had_subjects = out, pool.groups is not None
     write_cv_report(report, out, title=f"{cfg.name}: {k}-fold cross-validation", config=cfg)
     say(f"cross-validation: test acc {format_mean_std(report.summary['accuracy']['values'])} %")
     return report
@@ -314,7 +316,8 @@ def summarize_folds(results: Sequence[FoldResult], k: int, by_subject: bool, lab
 def cv_markdown(rep: CVReport, title: Optional[str] = None) -> str:
     s = rep.summary
     kind = "subject-independent (no subject in both training and test)" if rep.by_subject else \
-        "stratified by class (the data has no subject ids)"
+        ("stratified by class (asked for; the data has subject ids, so a subject's images can be in "
+         "both training and test)" if rep.had_subjects else "stratified by class (the data has no subject ids)")
     lines = [f"# {title or f'{rep.k}-fold cross-validation'}\n",
              f"- **folds**: {rep.k}, {kind}; {len(rep.folds)} run",
              f"- **test accuracy**: {format_mean_std(s['accuracy']['values'])} %",

@@ -291,6 +291,10 @@ def _train(cfg: TrainConfig, device: torch.device, dinfo: D.DistInfo, out_dir, r
     main = dinfo.is_main
     log = _Log(main and not quiet)
     out = Path(out_dir) if out_dir is not None else cfg.out_dir()
+    if tc.workers:
+        log(f"note: train.workers = {tc.workers} is not used: the trainer decodes the images once and "
+            "holds them in memory, with augmentation in the training process (the key is kept so older "
+            "configs load)")
     if main:
         out.mkdir(parents=True, exist_ok=True)
         other = S.read_status(out)
