@@ -487,3 +487,31 @@ def test_smoother_drops_a_track_after_max_gap():
     g = dict(f, probs={"a": 0.0, "b": 1.0}, label="b")
     (out,) = s.update([g])
     assert out["track"] == 1 and out["probs"]["b"] == 1.0             # a new track: no old history mixed in
+
+
+@pytest.mark.parametrize("name,kw", [("mtcnn", {"runtime": "opencv"}), ("blazeface", {}),
+                                     ("yunet", {"runtime": "opencv"}), ("yunet", {})])
+def test_one_detector_shared_by_threads_gives_the_sequential_answers(name, kw, example):
+    """A detector used from several threads at once (a user's thread pool) returns what it
+    returns one call at a time: OpenCV DNN networks keep their input blob, so litefer
+    serialises them (YuNet with OpenCV keeps one network per thread)."""
+    import cv2
+    from concurrent.futures import ThreadPoolExecutor
+    from litefer.vision import create_detector
+    try:
+        det = create_detector(name, **kw)
+    except DetectorUnavailable as exc:
+        pytest.skip(str(exc))
+    imgs = [example, cv2.resize(example, (256, 256), interpolation=cv2.INTER_AREA),
+            np.ascontiguousarray(example[:, ::-1]), np.full((200, 300, 3), 120, np.uint8)] * 3
+
+    def boxes(img):
+        return np.array([f.box for f in det.detect(img)]).reshape(-1, 4)
+
+    expected = [boxes(im) for im in imgs]
+    assert sum(len(e) for e in expected) >= 6          # faces in the photos, none in the grey frame
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            got = list(pool.map(boxes, imgs))
+            for e, g in zip(expected, got):
+                assert e.shape == g.shape and np.allclose(e, g, atol=1e-3)

@@ -38,6 +38,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -347,6 +348,7 @@ class OnnxNet:
             import cv2
             try:
                 self.net = cv2.dnn.readNetFromONNX(str(path))
+                self._lock = threading.Lock()
             except cv2.error as exc:
                 raise DetectorUnavailable(f"{path}: OpenCV cannot read this detector model ({exc})") from None
             self.outputs = list(self.net.getUnconnectedOutLayersNames())
@@ -366,8 +368,9 @@ class OnnxNet:
         x = np.ascontiguousarray(x, dtype=np.float32)
         if self.runtime == "onnxruntime":
             return self.sess.run(self.outputs, {self.input: x})
-        self.net.setInput(x)
-        return [np.asarray(o) for o in self.net.forward(self.outputs)]
+        with self._lock:     # a cv2.dnn network keeps its input blob: one call at a time
+            self.net.setInput(x)
+            return [np.asarray(o) for o in self.net.forward(self.outputs)]
 
 
 class MTCNNDetector(FaceDetector):
@@ -590,6 +593,7 @@ class BlazeFaceDetector(FaceDetector):
                         else cv2.dnn.readNetFromTFLite(str(p), engine))
         except cv2.error as exc:
             raise DetectorUnavailable(f"{p}: OpenCV cannot read this BlazeFace model ({exc})") from None
+        self._lock = threading.Lock()
         names = self.net.getLayerNames()
         self.outputs = ["regressors", "classificators"] if "classificators" in names else \
             ["reshaped_regressor_face_4", "reshaped_classifier_face_4"]
@@ -625,8 +629,9 @@ class BlazeFaceDetector(FaceDetector):
         sq[py:py + h, px:px + w] = rgb
         x = cv2.resize(sq, (self.size, self.size), interpolation=cv2.INTER_AREA if side > self.size else cv2.INTER_LINEAR)
         blob = (x.astype(np.float32) / 127.5 - 1.0).transpose(2, 0, 1)[None]
-        self.net.setInput(np.ascontiguousarray(blob))
-        reg, cls = self.net.forward(self.outputs)
+        with self._lock:     # a cv2.dnn network keeps its input blob: one call at a time
+            self.net.setInput(np.ascontiguousarray(blob))
+            reg, cls = self.net.forward(self.outputs)
         reg = reg.reshape(-1, 16) / self.size
         score = 1.0 / (1.0 + np.exp(-np.clip(cls.reshape(-1).astype(np.float64), -100, 100)))
         ok = np.nonzero(score >= self.min_score)[0]
@@ -773,8 +778,6 @@ class YuNetDetector(FaceDetector):
             self.sess = onnx_session(p, self.threads, model=yunet_dynamic_bytes(p), optimize_all=True)
             self.outputs = [o.name for o in self.sess.get_outputs()]
         else:
-            import threading
-
             import cv2
             if not hasattr(cv2, "FaceDetectorYN"):
                 raise DetectorUnavailable(f"OpenCV {cv2.__version__} has no cv2.FaceDetectorYN (OpenCV >= 4.8 has)")
