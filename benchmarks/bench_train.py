@@ -210,9 +210,9 @@ def main(argv=None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     import torch
     torch.set_num_threads(args.threads)
-    from litefer.training import trainer as new_trainer
+    from litefer.training import setup as run_setup
     from litefer.training.speed import cpu_flags, cpu_name
-    new_trainer.AUTOTUNE_MIN_ITERS = 0          # let the trainer measure its step options on short runs too
+    run_setup.AUTOTUNE_MIN_ITERS = 0          # let the trainer measure its step options on short runs too
     old = None if args.no_baseline else load_old_trainer(args.baseline)
     names = [m.strip() for m in args.models.split(",") if m.strip()]
     bad = [m for m in names if m not in MODELS]

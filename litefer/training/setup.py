@@ -1,0 +1,172 @@
+"""Everything a run needs before its first step, built from the config: the data as
+tensors, the model, loss, optimizers, schedule and the step options (:class:`RunParts`).
+
+:func:`build_run` is what :func:`litefer.training.trainer.train` calls between loading the
+splits and restoring a checkpoint; the loop (:mod:`litefer.training.loop`) and the
+checkpoints (:mod:`litefer.training.checkpoint`) only read these parts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from litefer.training import distributed as D
+from litefer.training.batches import Normalize, TensorFaces, build_batch_augment, iterate_batches, num_batches
+from litefer.training.build import (_Step, build_criterion, build_model, build_optimizer, build_transforms,
+                                    scaled_lr, seed_everything)
+from litefer.training.config import ConfigError, TrainConfig
+from litefer.training.data import DataSplits, _src
+from litefer.training.metrics import evaluate
+from litefer.training.schedule import LRSchedule
+from litefer.training.speed import StepOptions, autotune, enable_compile_cache
+
+#: runs shorter than this many iterations skip the per-CPU step measurement (it would cost more than it saves)
+AUTOTUNE_MIN_ITERS = 1000
+
+
+def monitor_mode(monitor: str) -> str:
+    """``"min"`` for a loss, ``"max"`` for the accuracy-like metrics."""
+    return "min" if monitor == "val_loss" else "max"
+
+
+@dataclass
+class RunParts:
+    """The built pieces of one run (see :func:`build_run`)."""
+
+    cfg: TrainConfig
+    device: torch.device
+    dinfo: D.DistInfo
+    splits: DataSplits
+    labels: tuple
+    pre: dict
+    model: nn.Module
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    center_opt: Optional[torch.optim.Optimizer]
+    scaler: Any
+    sched: LRSchedule
+    train_data: TensorFaces
+    val_data: TensorFaces
+    augment: Any
+    normalize: Normalize
+    sampler: Any
+    iters: int
+    drop_last: bool
+    eval_batch_size: int
+    opts: StepOptions
+    step_ddp: nn.Module
+    step_fn: Callable
+    use_amp: bool
+    amp_dtype: torch.dtype
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    @property
+    def channels_last(self) -> bool:
+        return bool(self.opts.channels_last)
+
+    @property
+    def cpu_bf16(self) -> bool:
+        return (not self.cuda) and bool(self.opts.bf16)
+
+    @property
+    def mode(self) -> str:
+        return monitor_mode(self.cfg.train.monitor)
+
+    def autocast(self):
+        if self.cpu_bf16:
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp)
+
+    def eval_batches(self, t: TensorFaces):
+        order = np.arange(len(t))[self.dinfo.rank::self.dinfo.world_size]
+        return iterate_batches(t, order, self.eval_batch_size, False, None, self.normalize)
+
+    def evaluate(self, t: TensorFaces, check: Optional[Callable[[], None]] = None) -> dict:
+        """Loss and metrics of the model on ``t`` (all ranks together)."""
+        return evaluate(self.model, self.eval_batches(t), self.num_classes, self.device, self.autocast,
+                        self.dinfo, self.channels_last, check=check)
+
+
+def build_run(cfg: TrainConfig, device: torch.device, dinfo: D.DistInfo, splits: DataSplits,
+              checkpoint: Optional[dict], log: Callable[[str], None]) -> RunParts:
+    """Model, loss, data tensors, sampler, optimizers, schedule and step options for ``cfg``
+    (``checkpoint``: the raw ``last.pt`` being resumed, whose step options are kept)."""
+    tc = cfg.train
+    cuda = device.type == "cuda"
+    labels = tuple(splits.train.labels)
+    num_classes = len(labels)
+    train_counts = np.bincount(splits.train.hard_targets, minlength=num_classes)
+
+    seed_everything(tc.seed, tc.deterministic)
+    model, pre = build_model(cfg, num_classes)
+    criterion = build_criterion(cfg, num_classes, getattr(model, "num_features", None), train_counts,
+                                getattr(model, "num_backbone_features", None))
+    build_transforms(cfg, pre)                          # validates the aug section (named errors)
+
+    # data: uint8 tensors in memory, batches augmented as tensors
+    from litefer.data.sampling import EpochSampler
+    train_data = TensorFaces(splits.train, pre["size"], pre["channels"], device)
+    val_data = TensorFaces(splits.val, pre["size"], pre["channels"], device)
+    ov = tc.oversample
+    sampler = EpochSampler(splits.train.hard_targets, shuffle=True, seed=tc.seed, oversample=ov.enabled,
+                           ratio=ov.ratio, max_factor=ov.max_factor, num_replicas=dinfo.world_size,
+                           rank=dinfo.rank, pad=True, mark_copies=cfg.aug.apply_to == "oversampled")
+    drop_last = tc.drop_last and len(sampler) >= tc.batch_size
+    iters = num_batches(len(sampler), tc.batch_size, drop_last)
+    if iters == 0:
+        raise ConfigError(f"batch_size {tc.batch_size} leaves no training batch for {len(splits.train)} images",
+                          _src(cfg), "train.batch_size")
+
+    # step options: measured per CPU (or the checkpoint's, on resume)
+    if checkpoint is not None and checkpoint["training_state"].get("step_options"):
+        opts = StepOptions.from_dict(checkpoint["training_state"]["step_options"])
+        opts.compile = bool(tc.compile)          # may be switched; exactness assumes the same setting
+        opts.reason = "as the checkpoint's run"
+    elif cuda:
+        opts = StepOptions(channels_last=bool(tc.channels_last), bf16=False, compile=bool(tc.compile), reason="cuda")
+    else:
+        opts = StepOptions(compile=bool(tc.compile), bf16=tc.cpu_bf16 == "on", reason="config")
+        if tc.autotune and tc.epochs * iters >= AUTOTUNE_MIN_ITERS and not dinfo.enabled:
+            tuned = autotune(model, cfg.model.arch, (pre["channels"], pre["size"], pre["size"]), tc.batch_size,
+                             num_classes, bf16_mode=tc.cpu_bf16, log=log)
+            opts = StepOptions(tuned.channels_last, tuned.bf16, bool(tc.compile), tuned.reason)
+    model.to(device)
+    criterion.to(device)
+    if opts.channels_last:
+        model.to(memory_format=torch.channels_last)
+    step_ddp = D.wrap(_Step(model, criterion), dinfo, device, tc.sync_bn)
+    step_fn = step_ddp
+    if opts.compile:
+        if dinfo.enabled:
+            log("[yellow]warning:[/] train.compile is ignored under DDP")
+            opts.compile = False
+        else:
+            enable_compile_cache()
+            step_fn = torch.compile(step_ddp)
+    optimizer = build_optimizer(cfg, model, criterion.model_params())
+    if dinfo.enabled and cfg.optim.lr_base_batch:
+        lr = scaled_lr(cfg, dinfo.world_size)
+        for g in optimizer.param_groups:
+            g["lr"] = g["initial_lr"] = lr
+    use_amp = bool(tc.amp and cuda)
+    amp_dtype = torch.bfloat16 if tc.amp_dtype == "bfloat16" else torch.float16
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype == torch.float16)
+    return RunParts(
+        cfg=cfg, device=device, dinfo=dinfo, splits=splits, labels=labels, pre=pre, model=model,
+        criterion=criterion, optimizer=optimizer, center_opt=criterion.centers_optimizer(), scaler=scaler,
+        sched=LRSchedule(cfg.sched, tc.epochs, iters, monitor_mode(tc.monitor)),
+        train_data=train_data, val_data=val_data, augment=build_batch_augment(cfg.aug, pre),
+        normalize=Normalize(pre["channels"], pre["mean"], pre["std"]), sampler=sampler, iters=iters,
+        drop_last=drop_last, eval_batch_size=tc.eval_batch_size or 2 * tc.batch_size, opts=opts,
+        step_ddp=step_ddp, step_fn=step_fn, use_amp=use_amp, amp_dtype=amp_dtype)
