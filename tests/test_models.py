@@ -226,15 +226,28 @@ def test_macs_near_measured_lfn_numbers():
 
 
 # ----------------------------------------------------------------------------- layers
-def test_mini_xception_paper_head_is_conv3x3_then_gap():
+@pytest.mark.parametrize("width", [1, 2])
+def test_mini_xception_paper_head_is_conv3x3_then_gap(width):
     torch.manual_seed(0)
-    m = create_model("mini_xception").eval()
+    m = create_model("mini_xception", width=width).eval()
     x = torch.randn(2, 1, 48, 48)
     with torch.no_grad():
         fmap = m.blocks(m.stem(x))
         ref = m.head_as_conv()(fmap).mean((2, 3))
         assert torch.allclose(m(x), ref, atol=1e-5)
-        assert fmap.shape[-2:] == (3, 3)
+        assert fmap.shape == (2, 128 * width, 3, 3)
+
+
+def test_mini_xception_width_scales_channels():
+    """``width`` multiplies every layer's channels: parameters grow ~width^2 (the 1x1 and
+    the classifier dominate), MACs ~width^2; bad widths are refused by name."""
+    n1, n2 = (sum(p.numel() for p in create_model("mini_xception", width=w).parameters()) for w in (1, 2))
+    assert 3.0 < n2 / n1 < 4.0
+    m1, m2 = (count_macs(create_model("mini_xception", width=w), (1, 48)) for w in (1, 2))
+    assert 3.3 < m2 / m1 < 4.0
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="width"):
+            create_model("mini_xception", width=bad)
 
 
 def test_reverse_fusion_keeps_negative_information():

@@ -70,16 +70,18 @@ class _XceptionModule(nn.Module):
 
 
 class MiniXception(FERNet):
-    def __init__(self, num_classes: int = 7, in_chans: int = 1, head: str = "paper"):
+    def __init__(self, num_classes: int = 7, in_chans: int = 1, head: str = "paper", width: int = 1):
         super().__init__()
         check_build_args("mini_xception", num_classes, in_chans)
         if head not in ("paper", "gap"):
             raise ValueError(f"mini_xception: head must be 'paper' or 'gap', got {head!r}")
-        self.in_chans, self.num_classes, self.head = in_chans, num_classes, head
-        self.stem = nn.Sequential(ConvBNAct(in_chans, 8, 3), ConvBNAct(8, 8, 3))
-        self.blocks = nn.Sequential(*[_XceptionModule(a, b) for a, b in
-                                      ((8, 16), (16, 32), (32, 64), (64, 128))])
-        self.num_features = 128 * 9 if head == "paper" else 128
+        if not isinstance(width, int) or isinstance(width, bool) or not 1 <= width <= 8:
+            raise ValueError(f"mini_xception: width must be an integer from 1 to 8, got {width!r}")
+        self.in_chans, self.num_classes, self.head, self.width = in_chans, num_classes, head, width
+        c = [8 * width * 2 ** i for i in range(5)]          # the paper's 8, 16, 32, 64, 128 at width 1
+        self.stem = nn.Sequential(ConvBNAct(in_chans, c[0], 3), ConvBNAct(c[0], c[0], 3))
+        self.blocks = nn.Sequential(*[_XceptionModule(a, b) for a, b in zip(c[:-1], c[1:])])
+        self.num_features = c[-1] * 9 if head == "paper" else c[-1]
         self.classifier = nn.Linear(self.num_features, num_classes)
         init_weights(self)
 
@@ -102,8 +104,9 @@ class MiniXception(FERNet):
         """The paper's final 3x3 conv holding the classifier's weights (``head="paper"``)."""
         if self.head != "paper":
             raise ValueError("head_as_conv needs head='paper'")
-        conv = nn.Conv2d(128, self.num_classes, 3, padding=1)
-        conv.weight.data.copy_(self.classifier.weight.detach().reshape(self.num_classes, 128, 3, 3))
+        chs = self.num_features // 9
+        conv = nn.Conv2d(chs, self.num_classes, 3, padding=1)
+        conv.weight.data.copy_(self.classifier.weight.detach().reshape(self.num_classes, chs, 3, 3))
         conv.bias.data.copy_(self.classifier.bias.detach())
         return conv
 
@@ -111,7 +114,9 @@ class MiniXception(FERNet):
 @register_model("mini_xception", paper="mini-Xception (Arriaga et al., 2017)", default_input=(1, 48),
                 paper_params=0.06, paper_defines_arch=True)
 def mini_xception(num_classes: int = 7, in_chans: int = 1, **kw) -> MiniXception:
-    """mini-Xception, ~57 k parameters ("approximately 60,000" in the paper)."""
+    """mini-Xception, ~57 k parameters ("approximately 60,000" in the paper).  ``width``
+    (litefer's, not the paper's) multiplies every layer's channels: ``width=2`` has 4x the
+    multiply-accumulates and ~0.2 M parameters."""
     return MiniXception(num_classes, in_chans, **kw)
 
 
