@@ -226,6 +226,25 @@ def test_no_detect_and_option_errors(app, ckpt, tmp_path):
     assert r.exit_code == 2 and "--example" in said(r)
 
 
+@pytest.mark.parametrize("detector", ["auto", "mtcnn"])
+def test_min_face_reaches_the_detector(app, ckpt, detector):
+    """--min-face sets the smallest face searched for: the example's ~100 px face is found
+    at 10 px and not at 400 px; detectors without the option, and --no-detect, say so."""
+    r = run(app, [EXAMPLE, "--detector", detector, "--min-face", "10"], ckpt)
+    assert r.exit_code == 0, r.output
+    assert len(lines(r)[0]["faces"]) == 1
+    r = run(app, [EXAMPLE, "--detector", detector, "--min-face", "400"], ckpt)
+    assert r.exit_code == 0, r.output
+    assert lines(r)[0]["faces"] == []
+
+
+def test_min_face_errors(app, ckpt):
+    r = run(app, [EXAMPLE, "--detector", "blazeface", "--min-face", "20"], ckpt)
+    assert r.exit_code == 2 and "--min-face applies to the yunet and mtcnn" in said(r)
+    r = run(app, [EXAMPLE, "--no-detect", "--min-face", "20"], ckpt)
+    assert r.exit_code == 2 and "--min-face needs a face detector" in said(r)
+
+
 def test_webcam_without_display_is_a_clear_error(app, ckpt, monkeypatch):
     import litefer.cli.predict as pred
     monkeypatch.setattr(pred, "has_display", lambda: False)

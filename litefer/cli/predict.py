@@ -243,6 +243,9 @@ def register(app: typer.Typer) -> None:
         recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Search folders recursively."),
         max_pixels: Optional[int] = typer.Option(None, "--max-pixels", min=1,
                                                  help="Refuse images larger than this (default 150 M pixels)."),
+        min_face: Optional[int] = typer.Option(None, "--min-face", min=1, help="Smallest face width searched "
+                                               "for, in pixels (yunet, mtcnn; auto's yunet: 12, e.g. 10 "
+                                               "for crowd photos with tiny faces, at ~1.3x the time)."),
     ) -> None:
         """Predict facial expressions: a table at a terminal, JSON lines (or CSV) when piped; errors on stderr."""
         started = time.perf_counter()
@@ -285,9 +288,17 @@ def register(app: typer.Typer) -> None:
             from litefer.vision.detect import DetectorUnavailable
         except ImportError as exc:
             raise fail(f"cannot import the recognizer: {exc}")
+        det_kw = {}
+        if min_face is not None:
+            if no_detect:
+                raise fail("--min-face needs a face detector (not --no-detect)")
+            if detector.strip().lower().replace("-", "_") not in ("auto", "yunet", "mtcnn"):
+                raise fail(f"--min-face applies to the yunet and mtcnn detectors, not {detector!r}")
+            det_kw["min_face"] = int(min_face)
         try:
             det = None if no_detect else detector
-            rec = Recognizer.from_pretrained(model, detector=det, device=device, backend=backend, threads=threads)
+            rec = Recognizer.from_pretrained(model, detector=det, device=device, backend=backend, threads=threads,
+                                             detector_kwargs=det_kw or None)
             if max_pixels:
                 rec.max_pixels = int(max_pixels)
         except DetectorUnavailable as exc:
