@@ -211,6 +211,7 @@ def main(argv=None) -> int:
     import torch
     torch.set_num_threads(args.threads)
     from litefer.training import setup as run_setup
+    from litefer.training import trainer as new_trainer
     from litefer.training.speed import cpu_flags, cpu_name
     run_setup.AUTOTUNE_MIN_ITERS = 0          # let the trainer measure its step options on short runs too
     old = None if args.no_baseline else load_old_trainer(args.baseline)
