@@ -485,3 +485,32 @@ def test_prepare_data_ferplus_default_config():
     assert len(s.train) > 20000 and 2500 < len(s.val) < 3600 and 2500 < len(s.test) < 3600
     assert not set(s.train.ids) & set(s.test.ids) and not set(s.val.ids) & set(s.test.ids)
     assert s.train.images.shape[1:3] == (48, 48)
+
+
+def test_bf16_epochs_are_tested_in_fp32(tmp_path):
+    """With bf16 autocast on a CPU the epochs run in bf16, but the test split is evaluated
+    once in fp32: its numbers are the exported (fp32) model's.  The loss pins it: fp32
+    recomputation matches to float precision, a bf16 evaluation does not."""
+    from litefer.training.batches import Normalize, TensorFaces, iterate_batches
+    from litefer.training.trainer import prepare_data
+    cfg = _cfg(train={"epochs": 1, "cpu_bf16": "on"})
+    res = train(cfg, out_dir=tmp_path / "r", quiet=True)
+    assert res.best_checkpoint is not None and res.test_metrics is not None
+    test = prepare_data(cfg).test
+    pre = res.preprocess
+    t = TensorFaces(test, pre["size"], pre["channels"])
+    norm = Normalize(pre["channels"], pre["mean"], pre["std"])
+    model = res.model.eval()
+
+    def mean_loss(bf16: bool) -> float:
+        total, n = 0.0, 0
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            for x, y in iterate_batches(t, np.arange(len(t)), 64, False, None, norm):
+                out = model(x).float()
+                total += float(torch.nn.functional.cross_entropy(out, y, reduction="sum"))
+                n += len(y)
+        return total / n
+
+    fp32, bf16 = mean_loss(False), mean_loss(True)
+    assert abs(bf16 - fp32) > 1e-5                                  # the two really differ here
+    assert res.test_metrics["loss"] == pytest.approx(fp32, rel=1e-5, abs=1e-6)

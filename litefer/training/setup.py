@@ -92,9 +92,13 @@ class RunParts:
         order = np.arange(len(t))[self.dinfo.rank::self.dinfo.world_size]
         return iterate_batches(t, order, self.eval_batch_size, False, None, self.normalize)
 
-    def evaluate(self, t: TensorFaces, check: Optional[Callable[[], None]] = None) -> dict:
-        """Loss and metrics of the model on ``t`` (all ranks together)."""
-        return evaluate(self.model, self.eval_batches(t), self.num_classes, self.device, self.autocast,
+    def evaluate(self, t: TensorFaces, check: Optional[Callable[[], None]] = None, *, fp32: bool = False) -> dict:
+        """Loss and metrics of the model on ``t`` (all ranks together).  ``fp32``: without the
+        CPU's bf16 autocast (the test split: the number is then the fp32 model's, as exported)."""
+        autocast = self.autocast
+        if fp32 and self.cpu_bf16:
+            autocast = lambda: torch.autocast("cpu", enabled=False)  # noqa: E731
+        return evaluate(self.model, self.eval_batches(t), self.num_classes, self.device, autocast,
                         self.dinfo, self.channels_last, check=check)
 
 

@@ -23,7 +23,8 @@ What a run does (the pieces live in their own modules; this one only orders them
    (before ``last.pt``, so a crash between the two never leaves ``last.pt`` naming a best
    epoch that ``best.pt`` lacks); stops early after ``train.early_stopping`` epochs
    without improvement;
-6. only then evaluates the test split, once, with the selected (best) weights, rewrites
+6. only then evaluates the test split, once, with the selected (best) weights (in fp32
+   even when the epochs ran with bf16 autocast: the number is the exported model's), rewrites
    ``best.pt`` with those test metrics and writes ``result.json`` last (a run folder has
    a ``result.json`` only when the run finished; it always describes ``best.pt``).
 
@@ -391,7 +392,7 @@ def _finish(parts: RunParts, files: RunFiles, record: RunRecord, stopped_early: 
     test_metrics = None
     if splits.test is not None and record.best_state is not None:
         test_data = TensorFaces(splits.test, parts.pre["size"], parts.pre["channels"], parts.device)
-        test_metrics = parts.evaluate(test_data)
+        test_metrics = parts.evaluate(test_data, fp32=True)
         log(f"test ({splits.info.get('test_split', 'test')}) with epoch {record.best_epoch} weights: "
             f"acc {_f4(test_metrics['accuracy'])}  mean class acc {_f4(test_metrics['mean_class_acc'])}  "
             f"macro F1 {_f4(test_metrics['macro_f1'])}")
