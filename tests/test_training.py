@@ -487,22 +487,23 @@ def test_prepare_data_ferplus_default_config():
     assert s.train.images.shape[1:3] == (48, 48)
 
 
-def test_bf16_epochs_are_tested_in_fp32(tmp_path):
-    """With bf16 autocast on a CPU the epochs run in bf16, but the test split is evaluated
-    once in fp32: its numbers are the exported (fp32) model's.  The loss pins it: fp32
-    recomputation matches to float precision, a bf16 evaluation does not."""
+def test_bf16_epochs_are_validated_and_tested_in_fp32(tmp_path):
+    """With bf16 autocast on a CPU the training steps run in bf16, but the validation split
+    (selection) and the test split are evaluated in fp32: the numbers are the exported
+    (fp32) model's.  The loss pins it: fp32 recomputation matches to float precision, a bf16
+    evaluation does not."""
     from litefer.training.batches import Normalize, TensorFaces, iterate_batches
     from litefer.training.trainer import prepare_data
     cfg = _cfg(train={"epochs": 1, "cpu_bf16": "on"})
     res = train(cfg, out_dir=tmp_path / "r", quiet=True)
     assert res.best_checkpoint is not None and res.test_metrics is not None
-    test = prepare_data(cfg).test
+    splits = prepare_data(cfg)
     pre = res.preprocess
-    t = TensorFaces(test, pre["size"], pre["channels"])
     norm = Normalize(pre["channels"], pre["mean"], pre["std"])
     model = res.model.eval()
 
-    def mean_loss(bf16: bool) -> float:
+    def mean_loss(bf16: bool, split) -> float:
+        t = TensorFaces(split, pre["size"], pre["channels"])
         total, n = 0.0, 0
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             for x, y in iterate_batches(t, np.arange(len(t)), 64, False, None, norm):
@@ -511,6 +512,10 @@ def test_bf16_epochs_are_tested_in_fp32(tmp_path):
                 n += len(y)
         return total / n
 
-    fp32, bf16 = mean_loss(False), mean_loss(True)
+    fp32, bf16 = mean_loss(False, splits.test), mean_loss(True, splits.test)
     assert abs(bf16 - fp32) > 1e-5                                  # the two really differ here
     assert res.test_metrics["loss"] == pytest.approx(fp32, rel=1e-5, abs=1e-6)
+    # one epoch: the validation row is the final (= selected) model's
+    v32, v16 = mean_loss(False, splits.val), mean_loss(True, splits.val)
+    assert abs(v16 - v32) > 1e-5
+    assert res.history[-1]["val_loss"] == pytest.approx(v32, rel=1e-5, abs=1e-6)

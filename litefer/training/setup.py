@@ -94,7 +94,7 @@ class RunParts:
 
     def evaluate(self, t: TensorFaces, check: Optional[Callable[[], None]] = None, *, fp32: bool = False) -> dict:
         """Loss and metrics of the model on ``t`` (all ranks together).  ``fp32``: without the
-        CPU's bf16 autocast (the test split: the number is then the fp32 model's, as exported)."""
+        CPU's bf16 autocast (validation and test: the numbers are the fp32 model's, as exported)."""
         autocast = self.autocast
         if fp32 and self.cpu_bf16:
             autocast = lambda: torch.autocast("cpu", enabled=False)  # noqa: E731

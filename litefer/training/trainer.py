@@ -18,13 +18,14 @@ What a run does (the pieces live in their own modules; this one only orders them
    ``train.checkpoint_minutes`` mid-epoch, and on SIGINT / SIGTERM before exiting
    (:mod:`litefer.training.state`: atomic, loadable with ``weights_only=True``); a run
    resumed from it (``resume=``) continues mid-epoch exactly as if it had never stopped;
-5. after every epoch evaluates the validation split, writes ``metrics.csv`` (and
+5. after every epoch evaluates the validation split (in fp32, like the test split, even
+   when the steps run with bf16 autocast: selection and test numbers are the exported
+   model's), writes ``metrics.csv`` (and
    TensorBoard when installed) and, when the monitored metric improved, ``best.pt``
    (before ``last.pt``, so a crash between the two never leaves ``last.pt`` naming a best
    epoch that ``best.pt`` lacks); stops early after ``train.early_stopping`` epochs
    without improvement;
-6. only then evaluates the test split, once, with the selected (best) weights (in fp32
-   even when the epochs ran with bf16 autocast: the number is the exported model's), rewrites
+6. only then evaluates the test split, once, with the selected (best) weights, rewrites
    ``best.pt`` with those test metrics and writes ``result.json`` last (a run folder has
    a ``result.json`` only when the run finished; it always describes ``best.pt``).
 
@@ -340,7 +341,7 @@ def _train(cfg: TrainConfig, device: torch.device, dinfo: D.DistInfo, out_dir, r
                 if sig.signum:                   # all steps of the epoch done: resume evaluates it
                     totals.save_partial(iters)
                     raise StopRequested(sig.signum, epoch, iters)
-            val = parts.evaluate(parts.val_data, check=None if dinfo.enabled else check)
+            val = parts.evaluate(parts.val_data, check=None if dinfo.enabled else check, fp32=True)
             files.eval_frac = (time.perf_counter() - te0) / max(totals.train_time, 1e-9)
             row = epoch_record(parts, epoch, lr0, totals, val, time.perf_counter() - te0)
             row["best"] = is_best = record.observe(epoch + 1, row[tc.monitor], val, model, parts.mode, tc.min_delta)
