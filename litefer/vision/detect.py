@@ -724,8 +724,8 @@ class YuNetDetector(FaceDetector):
     searches the image at 0.83x its size: on docs/detectors.md's test set it keeps recall
     at 0.91 (MTCNN's target 0.908) with no false positive, and takes 0.7x the time of the
     search at full size (``min_face=10``: recall 0.93, more of the 10-16 px faces, whose
-    expression the classifier reads far worse anyway: 62 % on FER+ crops shrunk to 16 px
-    against 85 % at 48 px).  Faces up to about 300 px (YuNet's training range) are
+    expression the classifier reads far worse anyway: the width-1 bundled model, 62 % on
+    FER+ crops shrunk to 16 px against 85 % at 48 px).  Faces up to about 300 px (YuNet's training range) are
     found in that pass, larger ones too with falling scores (0.85-0.9 at 400 px, 0.7 at
     600 px); when the searched image's shorter side is over twice ``max_face`` (not a
     640x480 or 1024x768 frame), a copy scaled to put the largest possible face at
