@@ -52,28 +52,30 @@ STAGES = ("decode", "detect", "align", "classify")
 
 
 def default_photos() -> list[tuple[str, bytes]]:
-    """(name, encoded bytes) of the real photos the benchmark uses by default."""
-    out = []
-    ex = REPO / "litefer" / "assets" / "example.jpg"
-    if ex.is_file():
-        out.append(("example.jpg (1 face, 512x512)", ex.read_bytes()))
+    """(name, encoded bytes) of the real photos the benchmark uses by default: the example
+    photo, the same at 256x256, grace_hopper.jpg, and both faces on one 1100x600 canvas."""
+    from PIL import Image
+    example = REPO / "litefer" / "assets" / "example.jpg"
+    ex = example.read_bytes() if example.is_file() else None
+    gh = None
     try:
         import matplotlib
-        gh = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
-        if gh.is_file():
-            out.append(("grace_hopper.jpg (1 face, 512x600)", gh.read_bytes()))
+        p = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+        gh = p.read_bytes() if p.is_file() else None
     except ImportError:
         pass
-    if out:
-        from PIL import Image
+    out = []
+    if ex is not None:
+        out.append(("example.jpg (1 face, 512x512)", ex))
         buf = io.BytesIO()
-        Image.open(io.BytesIO(out[0][1])).convert("RGB").resize((256, 256), Image.LANCZOS).save(
+        Image.open(io.BytesIO(ex)).convert("RGB").resize((256, 256), Image.LANCZOS).save(
             buf, format="JPEG", quality=90)
-        out.insert(1, ("example.jpg at 256x256 (1 face)", buf.getvalue()))
-    if len(out) == 3:
-        from PIL import Image
-        a = np.asarray(Image.open(io.BytesIO(out[0][1])).convert("RGB"))
-        b = np.asarray(Image.open(io.BytesIO(out[2][1])).convert("RGB").resize((256, 300)))
+        out.append(("example.jpg at 256x256 (1 face)", buf.getvalue()))
+    if gh is not None:
+        out.append(("grace_hopper.jpg (1 face, 512x600)", gh))
+    if ex is not None and gh is not None:
+        a = np.asarray(Image.open(io.BytesIO(ex)).convert("RGB"))
+        b = np.asarray(Image.open(io.BytesIO(gh)).convert("RGB").resize((256, 300)))
         can = np.full((600, 1100, 3), 90, np.uint8)
         can[40:40 + a.shape[0], 20:20 + a.shape[1]] = a[:552, :512]
         can[150:450, 700:956] = b
