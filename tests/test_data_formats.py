@@ -230,6 +230,32 @@ def test_ferplus_probability_mode(tmp_path, rng):
     np.testing.assert_allclose(seven.targets[r6], [1, 0, 0, 0, 0, 0, 0], rtol=1e-6)
 
 
+def test_train_label_mode_soft_train_split_majority_val_and_test(tmp_path, rng):
+    """``data.train_label_mode``: vote distributions for training, official majority labels
+    (and the majority rule's exclusions) for selection and the reported test."""
+    from litefer.training.config import ConfigError, config_from_dict
+    from litefer.training.data import prepare_data
+    clear = [(f"fer00001{k:02d}.png", [10 if j == k else 0 for j in range(10)]) for k in range(8)]
+    F.ferplus_layout(tmp_path, rng, {"FER2013Train": clear + [("fer0000199.png", [5, 5] + [0] * 8)],
+                                     "FER2013Valid": VALID_VOTES + [("fer0000013.png", [4, 4, 2] + [0] * 7)],
+                                     "FER2013Test": TEST_VOTES})
+    d = {"dataset": "ferplus", "root": str(tmp_path), "train_split": "train", "val_split": "publictest",
+         "test_split": "privatetest", "label_mode": "majority", "num_classes": 8}
+    cfg = config_from_dict({"data": dict(d, train_label_mode="probability")})
+    s = prepare_data(cfg)
+    assert s.train.targets.dtype == np.float32 and s.train.targets.shape[1] == 8
+    assert "FER2013Train/fer0000199.png" in s.train.ids      # no majority: kept as a distribution
+    assert "FER2013Valid/fer0000013.png" not in s.val.ids    # ... but not in validation
+    assert s.val.targets.dtype == np.int64 and s.test.targets.dtype == np.int64
+    majority = prepare_data(config_from_dict({"data": d}))
+    assert s.val.ids == majority.val.ids and np.array_equal(s.val.targets, majority.val.targets)
+    assert s.test.ids == majority.test.ids and np.array_equal(s.test.targets, majority.test.targets)
+    assert len(s.train) > len(majority.train)
+    held_out = dict(d, train_label_mode="probability", val_split=None)
+    with pytest.raises(ConfigError, match="train_label_mode"):
+        prepare_data(config_from_dict({"data": held_out}))
+
+
 def test_ferplus_fer2013new_votes_joined_by_name(tmp_path, rng):
     _ferplus(tmp_path, rng)
     rows = [("Training", "", [0] * 9 + [10])]  # a row without image name shifts the rows

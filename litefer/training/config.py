@@ -60,6 +60,10 @@ class DataConfig:
     val_by_subject: bool = False
     #: reader options (passed only when set)
     label_mode: Optional[str] = None
+    #: label mode of the training split only (validation and test keep ``label_mode``): e.g.
+    #: FER+ ``probability`` (train on the vote distribution, Barsoum et al. 2016) while
+    #: selecting and reporting on the official ``majority`` labels; null: ``label_mode``
+    train_label_mode: Optional[str] = None
     num_classes: Optional[int] = None
     #: text file of image ids (one per line, '#' comments) removed from train and val, never from test
     exclude: Optional[str] = None

@@ -126,8 +126,9 @@ def _load_split(cfg: TrainConfig, split: str, role: str) -> FaceArrays:
     except ImportError as exc:
         raise ConfigError(f"dataset readers are not available ({exc})", _src(cfg), "data.dataset") from None
     opts = dict(d.options)
-    if d.label_mode is not None:
-        opts["label_mode"] = d.label_mode
+    mode = d.train_label_mode if (role == "train" and d.train_label_mode is not None) else d.label_mode
+    if mode is not None:
+        opts["label_mode"] = mode
     if d.num_classes is not None:
         opts["num_classes"] = d.num_classes
     try:
@@ -159,8 +160,13 @@ def prepare_data(cfg: TrainConfig) -> DataSplits:
     if d.val_split and d.test_split and d.val_split == d.test_split:
         raise ConfigError(f"the validation split must not be the test split ({d.val_split!r})",
                           _src(cfg), "data.val_split")
+    if d.train_label_mode is not None and (not d.val_split or not d.test_split or d.folds):
+        raise ConfigError("train_label_mode needs separate val_split and test_split (held-out validation "
+                          "or test images would carry the training labels)", _src(cfg), "data.train_label_mode")
     train = _load_split(cfg, d.train_split, "train")
     info: dict[str, Any] = {"dataset": d.dataset, "train_split": d.train_split}
+    if d.train_label_mode is not None:
+        info["train_label_mode"] = d.train_label_mode
     test = None
     if d.folds:
         if train.groups is None:
