@@ -23,7 +23,9 @@ What is compared:
   ONNX int8, the face preprocessed as its sidecar says.
 - latency per face at batch 1 (litefer: 1 thread and all cores; fer: its defaults),
   medians after warm-up; end to end per photo: fer's ``detect_emotions`` (OpenCV Haar
-  cascade) vs litefer's ``Recognizer`` (its default detector).
+  cascade) vs litefer's ``Recognizer`` (its default detector); and the same interleaved
+  (``--rounds``): fer and litefer ONNX take turns on each photo, round after round, so a
+  slow spell of a shared machine hits both sides (the ratio to quote).
 
 Caveat printed with the results: fer's model comes from oarriaga/face_classification,
 whose training script (``split_data``: the first 80 % of fer2013.csv's rows for training,
@@ -114,6 +116,86 @@ for mode in ("tflite", "keras"):
     out["runs"][mode] = run
 json.dump(out, open(job["out"], "w"))
 '''
+
+
+#: the .venv-fer interpreter as a timing server for the interleaved photo rounds: argv[1] =
+#: JSON list of photo paths; each stdin line "K N" times fer on photo K N times and answers
+#: one JSON line of the N wall times (s); an empty line ends it
+FER_PHOTO_SERVER = r'''
+import json, os, sys, time
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import cv2
+from fer.fer import FER
+det = FER(mtcnn=False, use_tflite=True)
+imgs = [cv2.imread(p, cv2.IMREAD_COLOR) for p in json.loads(sys.argv[1])]
+for im in imgs:
+    det.detect_emotions(im)
+print(json.dumps({"ready": [len(det.detect_emotions(im)) for im in imgs]}), flush=True)
+for line in sys.stdin:
+    if not line.strip():
+        break
+    k, n = map(int, line.split())
+    ts = []
+    for _ in range(n):
+        t = time.perf_counter(); det.detect_emotions(imgs[k]); ts.append(time.perf_counter() - t)
+    print(json.dumps(ts), flush=True)
+'''
+
+
+def interleaved_photos(py: Path, model: str, photos, photo_paths: list[str], args) -> list[dict]:
+    """fer and litefer (ONNX, one thread) timed on each photo in alternating rounds of
+    ``--photo-repeats`` calls each, ``--rounds`` times: a slow spell of the machine hits
+    both, so the per-round ratios and the ratio of the pooled medians are fair."""
+    from litefer.deploy.recognizer import Recognizer
+    from litefer.vision.io import load_image
+    srv = subprocess.Popen([str(py), "-c", FER_PHOTO_SERVER, json.dumps(photo_paths)], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"})
+    try:
+        first = srv.stdout.readline()
+        if not first:
+            raise SystemExit("the fer timing server did not start (run the fer worker alone to see why)")
+        fer_faces = json.loads(first)["ready"]
+        rec = Recognizer.from_pretrained(model, detector=args.detector, backend="onnx", threads=1)
+        rgbs = [load_image(d) for _, d in photos]
+        lit_faces = [len(rec(x)) for x in rgbs]
+        for x in rgbs:
+            for _ in range(args.warmup):
+                rec(x)
+        n = args.photo_repeats
+        fer_t = [[] for _ in photos]
+        lit_t = [[] for _ in photos]
+        ratios = [[] for _ in photos]
+        for r in range(args.rounds):
+            for k, x in enumerate(rgbs):
+                srv.stdin.write(f"{k} {n}\n")
+                srv.stdin.flush()
+                ft = json.loads(srv.stdout.readline())
+                # fer's OpenCV and TensorFlow Lite worker threads busy-wait a while after
+                # their last call: let them park before litefer's turn (and vice versa)
+                time.sleep(args.settle_ms / 1e3)
+                lt = []
+                for _ in range(n):
+                    t = time.perf_counter()
+                    rec(x)
+                    lt.append(time.perf_counter() - t)
+                fer_t[k] += ft
+                lit_t[k] += lt
+                ratios[k].append(float(np.median(ft) / np.median(lt)))
+                time.sleep(args.settle_ms / 1e3)
+        srv.stdin.write("\n")
+        srv.stdin.flush()
+    finally:
+        try:
+            srv.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            srv.kill()
+    rows = []
+    for k, (name, _) in enumerate(photos):
+        f, lt = float(np.median(fer_t[k])), float(np.median(lit_t[k]))
+        rows.append({"photo": name, "faces_fer": fer_faces[k], "faces_litefer": lit_faces[k], "fer_ms": 1e3 * f,
+                     "litefer_ms": 1e3 * lt, "ratio": f / lt, "round_ratios": ratios[k]})
+    return rows
 
 
 def fer_python(arg: str | None) -> Path:
@@ -218,6 +300,16 @@ def markdown(res: dict) -> str:
                      f"{fmt_ms(fp['total']['median'])} | {fmt_ms(lt[i]['total']['median']) if i < len(lt) else '—'} | "
                      f"{fmt_ms(lo[i]['total']['median']) if i < len(lo) else '—'} | "
                      + (f"{fp['total']['median'] / lo[i]['total']['median']:.2f}x |" if i < len(lo) else "— |"))
+    inter = res.get("interleaved")
+    if inter:
+        lines += ["", f"End to end per photo, interleaved ({inter['rounds']} rounds; in each, fer then litefer ONNX "
+                      f"(one thread) call the photo {inter['repeats']} times; ms, medians of all calls):", "",
+                  "| photo | faces: fer / litefer | fer | litefer onnx | fer / litefer | per-round ratios: min – max |",
+                  "| --- | --- | ---: | ---: | ---: | --- |"]
+        for r in inter["rows"]:
+            lines.append(f"| {r['photo']} | {r['faces_fer']} / {r['faces_litefer']} | {r['fer_ms']:.2f} | "
+                         f"{r['litefer_ms']:.2f} | **{r['ratio']:.2f}x** | "
+                         f"{min(r['round_ratios']):.2f}x – {max(r['round_ratios']):.2f}x |")
     lines += ["", "Caveat: fer's mini-Xception comes from oarriaga/face_classification, whose training script "
               "trained on FER2013 Training but chose its checkpoint, learning rate and stopping epoch on PublicTest + "
               "PrivateTest (the last 20 % of fer2013.csv), so its PrivateTest accuracy is selected on test."]
@@ -236,6 +328,10 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=200)
     ap.add_argument("--photo-repeats", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=10,
+                    help="interleaved fer / litefer rounds on the photos (0: skip; each round --photo-repeats calls a side)")
+    ap.add_argument("--settle-ms", type=float, default=200.0,
+                    help="pause between the two sides' turns in the interleaved rounds (idle threads park)")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--md", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -293,6 +389,11 @@ def main(argv=None) -> int:
             m["desc"] = "bundled default" if name == "default" else name
             models.append(m)
         lf = models[0]
+        inter = None
+        if args.rounds > 0 and photos:
+            print(f"interleaved photo rounds ({args.rounds}) …", file=sys.stderr, flush=True)
+            inter = {"rounds": args.rounds, "repeats": args.photo_repeats,
+                     "rows": interleaved_photos(py, model_names[0], photos, photo_paths, args)}
     env["loadavg_end"] = os.getloadavg()
     ratios = {}
     best = lf["runs"].get("onnx fp32")
@@ -302,7 +403,7 @@ def main(argv=None) -> int:
             tfl["latency_face_b1"]["median"] / best["latency_face_b1"]["1"]["median"]
         ratios["accuracy, litefer ONNX fp32 / fer TFLite (crop)"] = best["accuracy"] / tfl["accuracy_crop"]
     result = {"env": env, "count": int(len(idx)), "selection": selection,
-              "litefer_models": models, "fer": fer_res, "ratios": ratios,
+              "litefer_models": models, "fer": fer_res, "ratios": ratios, "interleaved": inter,
               "command": " ".join([Path(sys.executable).name, *sys.argv])}
     md = markdown(result)
     write_outputs(md, result, args.json, args.md)

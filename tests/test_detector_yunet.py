@@ -158,3 +158,18 @@ def test_one_detector_serves_concurrent_threads(runtime, example):
         assert len(faces) == 1
         np.testing.assert_allclose(faces[0].box, ref[k][0].box, atol=1e-3)
         np.testing.assert_allclose(faces[0].landmarks, ref[k][0].landmarks, atol=1e-3)
+
+
+def test_onet_in_bounded_chunks_equals_one_face_at_a_time(yunet, example):
+    """Many faces go through O-Net in chunks of ONET_CHUNK (the session's memory arena stays
+    bounded); the answers are those of one face at a time."""
+    face = yunet.detect(example)[0]
+    rng = np.random.default_rng(0)
+    n = 2 * yunet.ONET_CHUNK + 3
+    boxes = np.asarray(face.box)[None] + rng.uniform(-6, 6, (n, 4))
+    prob, pts = yunet._onet(example, boxes)
+    assert prob.shape == (n,) and pts.shape == (n, 5, 2)
+    for i in (0, yunet.ONET_CHUNK - 1, yunet.ONET_CHUNK, n - 1):
+        p1, q1 = yunet._onet(example, boxes[i:i + 1])
+        np.testing.assert_allclose(prob[i], p1[0], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(pts[i], q1[0], atol=1e-3)

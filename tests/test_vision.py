@@ -238,6 +238,18 @@ def test_umeyama_recovers_a_known_similarity():
     # scale + translation only
     m = umeyama(src, src * 3 + [5, 6], rotation=False)
     assert np.allclose(m, [[3, 0, 5], [0, 3, 6]], atol=1e-9)
+    # noisy points: the closed form equals Umeyama's SVD solution (reference, written out here)
+    for k in range(20):
+        s5, d5 = rng.uniform(0, 200, (5, 2)), rng.uniform(0, 200, (5, 2))
+        if k % 2:
+            d5 = src * [-1, 1] + rng.normal(0, 3, (5, 2))   # near-reflections too
+            s5 = src
+        sc, dc = s5 - s5.mean(0), d5 - d5.mean(0)
+        u, sv, vt = np.linalg.svd(dc.T @ sc / 5)
+        dd = np.array([1.0, np.sign(np.linalg.det(u) * np.linalg.det(vt)) or 1.0])
+        ref_sr = (sv * dd).sum() / ((sc ** 2).sum() / 5) * (u @ np.diag(dd) @ vt)
+        ref = np.hstack([ref_sr, (d5.mean(0) - ref_sr @ s5.mean(0))[:, None]])
+        assert np.allclose(umeyama(s5, d5), ref, atol=1e-9)
     with pytest.raises(ValueError):
         umeyama(np.zeros((5, 2)), src)
     with pytest.raises(ValueError):
