@@ -119,7 +119,8 @@ json.dump(out, open(job["out"], "w"))
 
 
 #: the .venv-fer interpreter as a timing server for the interleaved photo rounds: argv[1] =
-#: JSON list of photo paths; each stdin line "K N" times fer on photo K N times and answers
+#: JSON list of photo paths; each stdin line "K N W" calls fer on photo K W times untimed, then
+#: times N calls and answers
 #: one JSON line of the N wall times (s); an empty line ends it
 FER_PHOTO_SERVER = r'''
 import json, os, sys, time
@@ -134,7 +135,9 @@ print(json.dumps({"ready": [len(det.detect_emotions(im)) for im in imgs]}), flus
 for line in sys.stdin:
     if not line.strip():
         break
-    k, n = map(int, line.split())
+    k, n, w = map(int, line.split())
+    for _ in range(w):
+        det.detect_emotions(imgs[k])
     ts = []
     for _ in range(n):
         t = time.perf_counter(); det.detect_emotions(imgs[k]); ts.append(time.perf_counter() - t)
@@ -144,8 +147,9 @@ for line in sys.stdin:
 
 def interleaved_photos(py: Path, model: str, photos, photo_paths: list[str], args) -> list[dict]:
     """fer and litefer (ONNX, one thread) timed on each photo in alternating rounds of
-    ``--photo-repeats`` calls each, ``--rounds`` times: a slow spell of the machine hits
-    both, so the per-round ratios and the ratio of the pooled medians are fair."""
+    ``--photo-repeats`` calls each (after ``--turn-warmup`` untimed ones), ``--rounds``
+    times: a slow spell of the machine hits both, so the per-round ratios and the ratio
+    of the pooled medians are fair."""
     from litefer.deploy.recognizer import Recognizer
     from litefer.vision.io import load_image
     srv = subprocess.Popen([str(py), "-c", FER_PHOTO_SERVER, json.dumps(photo_paths)], stdin=subprocess.PIPE,
@@ -168,12 +172,12 @@ def interleaved_photos(py: Path, model: str, photos, photo_paths: list[str], arg
         ratios = [[] for _ in photos]
         for r in range(args.rounds):
             for k, x in enumerate(rgbs):
-                srv.stdin.write(f"{k} {n}\n")
+                srv.stdin.write(f"{k} {n} {args.turn_warmup}\n")
                 srv.stdin.flush()
                 ft = json.loads(srv.stdout.readline())
-                # fer's OpenCV and TensorFlow Lite worker threads busy-wait a while after
-                # their last call: let them park before litefer's turn (and vice versa)
                 time.sleep(args.settle_ms / 1e3)
+                for _ in range(args.turn_warmup):
+                    rec(x)
                 lt = []
                 for _ in range(n):
                     t = time.perf_counter()
@@ -303,7 +307,8 @@ def markdown(res: dict) -> str:
     inter = res.get("interleaved")
     if inter:
         lines += ["", f"End to end per photo, interleaved ({inter['rounds']} rounds; in each, fer then litefer ONNX "
-                      f"(one thread) call the photo {inter['repeats']} times; ms, medians of all calls):", "",
+                      f"(one thread) call the photo {inter['warmup']} times untimed, then {inter['repeats']} times "
+                      f"timed; ms, medians of all timed calls):", "",
                   "| photo | faces: fer / litefer | fer | litefer onnx | fer / litefer | per-round ratios: min – max |",
                   "| --- | --- | ---: | ---: | ---: | --- |"]
         for r in inter["rows"]:
@@ -330,8 +335,11 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=10,
                     help="interleaved fer / litefer rounds on the photos (0: skip; each round --photo-repeats calls a side)")
-    ap.add_argument("--settle-ms", type=float, default=200.0,
-                    help="pause between the two sides' turns in the interleaved rounds (idle threads park)")
+    ap.add_argument("--turn-warmup", type=int, default=3,
+                    help="untimed calls at the start of each side's turn in the interleaved rounds (the other "
+                         "side has just filled the caches)")
+    ap.add_argument("--settle-ms", type=float, default=0.0,
+                    help="pause between the two sides' turns in the interleaved rounds")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--md", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -392,7 +400,7 @@ def main(argv=None) -> int:
         inter = None
         if args.rounds > 0 and photos:
             print(f"interleaved photo rounds ({args.rounds}) …", file=sys.stderr, flush=True)
-            inter = {"rounds": args.rounds, "repeats": args.photo_repeats,
+            inter = {"rounds": args.rounds, "repeats": args.photo_repeats, "warmup": args.turn_warmup,
                      "rows": interleaved_photos(py, model_names[0], photos, photo_paths, args)}
     env["loadavg_end"] = os.getloadavg()
     ratios = {}
