@@ -62,8 +62,13 @@ def main() -> None:
     flops = count_flops(model, (1, meta.preprocess["channels"], size, size))
 
     today = dt.date.today().isoformat()
+    run_data = json.loads((args.run / "result.json").read_text()).get("data", {})
+    soft = run_data.get("train_label_mode") == "probability"
+    n_train, n_val = (f"{run_data[k]:,}" if isinstance(run_data.get(k), int) else "?" for k in ("n_train", "n_val"))
+    train_labels = ("FER+ vote distributions for training, majority labels for selection and test" if soft
+                    else "FER+ majority labels")
     bundle_meta = ModelMeta(meta.arch, meta.labels, meta.preprocess, meta.arch_kwargs, extra={
-        "name": args.name, "date": today, "trained_on": "FERPlus (FER2013 images, FER+ majority labels)",
+        "name": args.name, "date": today, "trained_on": f"FERPlus (FER2013 images, {train_labels})",
         "metrics": {"ferplus_privatetest": {k: ferplus[k] for k in ("n", "accuracy", "macro_f1", "mean_class_acc")},
                     "fer2013_privatetest": {k: fer2013[k] for k in ("n", "accuracy", "macro_f1", "mean_class_acc")}},
         "epoch": raw.get("epoch"), "code_version": raw.get("code_version"),
@@ -79,6 +84,12 @@ def main() -> None:
         return "\n".join(rows)
 
     cfg_text = (args.run / "config.yaml").read_text()
+    majority_rule = ("the official FER+ majority rule (single votes dropped, > half of the remaining votes, "
+                     "unknown/not-a-face dropped)")
+    label_text = (f"Training labels: each face's distribution of emotion votes (FER+ `probability` mode, the "
+                  f"probabilistic-label scheme of Barsoum et al.; faces whose top vote is unknown / not a face "
+                  f"dropped). Validation and test labels: {majority_rule}." if soft
+                  else f"Labels: {majority_rule}.")
     extra = (args.extra.read_text().strip() + "\n\n") if args.extra else ""
     card = f"""# litefer bundled model `{args.name}`
 
@@ -96,14 +107,12 @@ def main() -> None:
 Trained on **FERPlus**: the FER2013 images (48x48 greyscale faces collected by web search,
 ICML 2013 challenge, Goodfellow et al.) with Microsoft's FER+ crowd labels (10 annotators
 per image, MIT licence; Barsoum et al., ICMI 2016), read from the FER+ training layout
-(`data/FER2013{{Train,Valid,Test}}` PNGs + `label.csv`). Labels: the official FER+ majority
-rule (single votes dropped, > half of the remaining votes, unknown/not-a-face dropped),
-8 classes. FER2013 images may be used for research and other non-commercial purposes only,
+(`data/FER2013{{Train,Valid,Test}}` PNGs + `label.csv`), 8 classes. {label_text} FER2013 images may be used for research and other non-commercial purposes only,
 and so may this model's weights: **research / non-commercial use only**.
 
 ## Protocol
-Train on FER2013Train (25,045 images kept), select the epoch on FER2013Valid
-(PublicTest, 3,191), report once on FER2013Test (PrivateTest). The test split was never
+Train on FER2013Train ({n_train} images kept), select the epoch on FER2013Valid
+(PublicTest, {n_val}), report once on FER2013Test (PrivateTest). The test split was never
 used for selection.
 
 ## Results (measured by `litefer evaluate`)
