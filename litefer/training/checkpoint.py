@@ -95,6 +95,7 @@ def training_state(parts: RunParts, record: RunRecord, position: dict, rngs: lis
                          "bad_epochs": record.bad_epochs}),
         "best_state_dict": record.best_state, "world_size": parts.dinfo.world_size, "position": position,
         "iters": parts.iters, "partial": partial, "step_options": parts.opts.to_dict(),
+        "ema": parts.ema.state_dict() if parts.ema is not None else None,
     }
 
 
@@ -111,6 +112,13 @@ def restore(parts: RunParts, raw: dict, log: Callable[[str], None]) -> tuple[Run
     parts.sched.load_state_dict(ts["scheduler"])
     if ts.get("scaler"):
         parts.scaler.load_state_dict(ts["scaler"])
+    if parts.ema is not None:
+        if ts.get("ema"):
+            parts.ema.load_state_dict(ts["ema"])
+        else:
+            log("[yellow]warning:[/] the checkpoint has no weight average (train.ema_decay was off); "
+                "the average starts from its weights")
+            parts.ema.module.load_state_dict(raw["state_dict"])
     b = ts["best"]
     record = RunRecord(history=list(ts["history"]), best_value=b["value"], best_epoch=b["epoch"],
                        best_metrics=b["metrics"], best_state=ts.get("best_state_dict"), bad_epochs=b["bad_epochs"])

@@ -216,6 +216,10 @@ class TrainSection:
     monitor: str = field(default="val_acc", metadata=_choices(
         "val_acc", "val_loss", "val_mean_class_acc", "val_macro_f1"))
     grad_clip: Optional[float] = None
+    #: exponential moving average of the weights (e.g. 0.999; null: off): validation, the
+    #: selected best.pt and the test use the averaged weights; the decay ramps up over the
+    #: first steps as min(ema_decay, (1 + n) / (10 + n)) after n updates
+    ema_decay: Optional[float] = None
     drop_last: bool = True
     oversample: OversampleConfig = field(default_factory=OversampleConfig)
     #: SyncBatchNorm under DDP
@@ -474,6 +478,8 @@ def validate(cfg: TrainConfig, where: str = "config") -> TrainConfig:
                    ("data.num_classes", cfg.data.num_classes)):
         if v is not None and v <= 0:
             raise err(f"must be positive (or null), got {v}", key)
+    if cfg.train.ema_decay is not None and not 0.0 < cfg.train.ema_decay < 1.0:
+        raise err(f"must be in (0, 1) (or null: off), got {cfg.train.ema_decay}", "train.ema_decay")
     reserved = sorted({"num_classes", "in_chans", "pretrained"} & set(cfg.model.kwargs))
     if reserved:
         raise err(f"{', '.join(reserved)} cannot be set here (the data's label set and model.in_chans / "

@@ -130,6 +130,8 @@ def train_one_epoch(parts: RunParts, files: RunFiles, record: RunRecord, ckpt: C
         if p.center_opt is not None:
             scaler.step(p.center_opt)
         scaler.update()
+        if p.ema is not None:
+            p.ema.update(p.model)
         bs = x.shape[0]
         seen += bs
         sums["loss"] += loss.detach().double() * bs
@@ -162,6 +164,8 @@ def train_one_epoch(parts: RunParts, files: RunFiles, record: RunRecord, ckpt: C
                        correct.double(), torch.tensor(float(seen), dtype=torch.float64, device=device)])
     D.all_reduce_sum(tot, dinfo)
     D.average_buffers(p.model, dinfo)
+    if p.ema is not None:
+        D.average_buffers(p.ema.module, dinfo)
     return EpochTotals(*tot.tolist(), train_time=train_time0 + time.perf_counter() - t0, save_partial=write_mid)
 
 

@@ -20,6 +20,7 @@ from litefer.training.build import (_Step, build_criterion, build_model, build_o
                                     scaled_lr, seed_everything)
 from litefer.training.config import ConfigError, TrainConfig
 from litefer.training.data import DataSplits, _src
+from litefer.training.ema import ModelEma
 from litefer.training.metrics import evaluate
 from litefer.training.schedule import LRSchedule
 from litefer.training.speed import StepOptions, autotune, enable_compile_cache
@@ -62,6 +63,8 @@ class RunParts:
     step_fn: Callable
     use_amp: bool
     amp_dtype: torch.dtype
+    #: the weights' moving average (``train.ema_decay``), or None
+    ema: Optional[ModelEma] = None
 
     @property
     def num_classes(self) -> int:
@@ -78,6 +81,11 @@ class RunParts:
     @property
     def cpu_bf16(self) -> bool:
         return (not self.cuda) and bool(self.opts.bf16)
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """What validation, selection and the test see: the moving average when there is one."""
+        return self.ema.module if self.ema is not None else self.model
 
     @property
     def mode(self) -> str:
@@ -98,7 +106,7 @@ class RunParts:
         autocast = self.autocast
         if fp32 and self.cpu_bf16:
             autocast = lambda: torch.autocast("cpu", enabled=False)  # noqa: E731
-        return evaluate(self.model, self.eval_batches(t), self.num_classes, self.device, autocast,
+        return evaluate(self.eval_model, self.eval_batches(t), self.num_classes, self.device, autocast,
                         self.dinfo, self.channels_last, check=check)
 
 
@@ -149,6 +157,7 @@ def build_run(cfg: TrainConfig, device: torch.device, dinfo: D.DistInfo, splits:
     criterion.to(device)
     if opts.channels_last:
         model.to(memory_format=torch.channels_last)
+    ema = ModelEma(model, tc.ema_decay) if tc.ema_decay else None
     step_ddp = D.wrap(_Step(model, criterion), dinfo, device, tc.sync_bn)
     step_fn = step_ddp
     if opts.compile:
@@ -173,4 +182,4 @@ def build_run(cfg: TrainConfig, device: torch.device, dinfo: D.DistInfo, splits:
         train_data=train_data, val_data=val_data, augment=build_batch_augment(cfg.aug, pre),
         normalize=Normalize(pre["channels"], pre["mean"], pre["std"]), sampler=sampler, iters=iters,
         drop_last=drop_last, eval_batch_size=tc.eval_batch_size or 2 * tc.batch_size, opts=opts,
-        step_ddp=step_ddp, step_fn=step_fn, use_amp=use_amp, amp_dtype=amp_dtype)
+        step_ddp=step_ddp, step_fn=step_fn, use_amp=use_amp, amp_dtype=amp_dtype, ema=ema)

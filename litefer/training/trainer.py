@@ -344,7 +344,8 @@ def _train(cfg: TrainConfig, device: torch.device, dinfo: D.DistInfo, out_dir, r
             val = parts.evaluate(parts.val_data, check=None if dinfo.enabled else check, fp32=True)
             files.eval_frac = (time.perf_counter() - te0) / max(totals.train_time, 1e-9)
             row = epoch_record(parts, epoch, lr0, totals, val, time.perf_counter() - te0)
-            row["best"] = is_best = record.observe(epoch + 1, row[tc.monitor], val, model, parts.mode, tc.min_delta)
+            row["best"] = is_best = record.observe(epoch + 1, row[tc.monitor], val, parts.eval_model, parts.mode,
+                                                  tc.min_delta)
             parts.sched.epoch_end(epoch, row[tc.monitor])
             record.history.append(row)
             stop = bool(tc.early_stopping and record.bad_epochs >= tc.early_stopping)
@@ -390,6 +391,8 @@ def _finish(parts: RunParts, files: RunFiles, record: RunRecord, stopped_early: 
     cfg, tc, splits, model = parts.cfg, parts.cfg.train, parts.splits, parts.model
     if record.best_state is not None:
         model.load_state_dict(record.best_state)
+        if parts.ema is not None:        # the test sees what validation saw (parts.eval_model)
+            parts.ema.module.load_state_dict(record.best_state)
     test_metrics = None
     if splits.test is not None and record.best_state is not None:
         test_data = TensorFaces(splits.test, parts.pre["size"], parts.pre["channels"], parts.device)
