@@ -31,15 +31,31 @@ class ModelEma:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        """One averaging step: a single fused ``lerp`` over every floating-point tensor.
+
+        The tensor lists are rebuilt from ``model.state_dict(keep_vars=True)`` at every call
+        (most of the remaining cost), so a buffer that ``Module.to`` or the module itself
+        replaces instead of updating in place is still followed.  Measured on one thread
+        with two training jobs on the 2-core machine, per update: ``i_mobilenetv2`` (330
+        tensors) 3.5 ms against 6.7 ms tensor by tensor, ``lfnsb`` (791) 11 against 15 ms,
+        ``mini_xception`` 0.4 against 1.0 ms.
+        """
         self.updates += 1
         d = self.current_decay()
-        src = model.state_dict()
-        for k, v in self.module.state_dict().items():
+        src = model.state_dict(keep_vars=True)
+        dst_f, src_f, dst_i, src_i = [], [], [], []
+        for k, v in self.module.state_dict(keep_vars=True).items():
             w = src[k].detach()
             if v.dtype.is_floating_point:
-                v.mul_(d).add_(w.to(v.dtype), alpha=1.0 - d)
+                dst_f.append(v)
+                src_f.append(w if w.dtype == v.dtype else w.to(v.dtype))
             else:
-                v.copy_(w)
+                dst_i.append(v)
+                src_i.append(w)
+        if dst_f:
+            torch._foreach_lerp_(dst_f, src_f, 1.0 - d)   # v + (1 - d) (w - v) = d v + (1 - d) w
+        if dst_i:
+            torch._foreach_copy_(dst_i, src_i)
 
     def state_dict(self) -> dict:
         return {"state_dict": {k: v.detach().to("cpu", copy=True).contiguous()
