@@ -66,6 +66,16 @@ def test_overrides_with_type_coercion(tmp_path):
     assert (cfg.sched.name, cfg.sched.step_size, cfg.sched.gamma) == ("step", 5, 0.5)
 
 
+def test_unquoted_on_off_reach_a_word_field(tmp_path):
+    # YAML 1.1 reads an unquoted on / off as true / false: a field whose words are on / off
+    # takes them as meant, in a file and in --set, and other string fields still refuse booleans
+    cfg = load_config(_write(tmp_path, "train: {cpu_bf16: off}\n"))
+    assert cfg.train.cpu_bf16 == "off"
+    assert load_config(_write(tmp_path, "{}\n"), overrides=["train.cpu_bf16=on"]).train.cpu_bf16 == "on"
+    with pytest.raises(ConfigError, match="optim.name"):
+        load_config(_write(tmp_path, "optim: {name: off}\n"))
+
+
 def test_dump_and_reload_roundtrip(tmp_path):
     cfg = config_from_dict({"optim": {"name": "sgd", "lr": 0.05}, "loss": {"cosine_harmony": {"weight": 1.0}},
                             "model": {"kwargs": {"drop_rate": 0.5}}}, name="rt")

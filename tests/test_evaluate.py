@@ -355,6 +355,19 @@ def test_cli_cv_and_ablate(tmp_path):
 
     res = run_ablation(spec, out, quiet=True, train_fn=counting)
     assert trained == ["tinyabl-high_lr"] and [r["variant"] for r in res.rows] == ["baseline", "high_lr", "no_flip"]
+    # a run written by an older litefer lacks the fields added since: still reused; a run
+    # whose config set a value that differs from today's is retrained
+    for variant, edit in (("baseline", lambda c: c["train"].pop("ema_decay")),
+                          ("no_flip", lambda c: c["train"].update(cpu_bf16="on"))):
+        f = out / variant / "ablation_row.json"
+        row = json.loads(f.read_text())
+        c = yaml.safe_load(row["config"])
+        edit(c)
+        row["config"] = yaml.safe_dump(c, sort_keys=False)
+        f.write_text(json.dumps(row))
+    trained.clear()
+    run_ablation(spec, out, quiet=True, train_fn=counting)
+    assert trained == ["tinyabl-no_flip"]
     r = CliRunner().invoke(app, ["ablate", str(spec), "--only", "nope"])
     assert r.exit_code == 2 and "nope" in _text(r)
 

@@ -312,6 +312,21 @@ def _previous_row(vdir: Path, config_text: str, folds: int, max_epochs: Optional
         d = json.loads(f.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if d.get("config") != config_text or d.get("folds") != folds or d.get("max_epochs") != max_epochs:
+    if d.get("folds") != folds or d.get("max_epochs") != max_epochs:
+        return None
+    if d.get("config") != config_text and _normalised(d.get("config")) != config_text:
         return None
     return d.get("row")
+
+
+def _normalised(config_text: Any) -> Optional[str]:
+    """An older run's config as today's loader reads it: fields added to the config since
+    take their defaults, so a run is still reused when nothing it set has changed (a field
+    whose default changed differs, because the old run wrote its value out)."""
+    from litefer.training.config import ConfigError, config_from_dict, dump_config
+    if not isinstance(config_text, str):
+        return None
+    try:
+        return dump_config(config_from_dict(yaml.safe_load(config_text)))
+    except (ConfigError, yaml.YAMLError, TypeError, ValueError):
+        return None

@@ -396,6 +396,8 @@ def _coerce(value: Any, tp: Any, meta: dict, where: str, key: str) -> Any:
                 raise bad() from None
         raise bad()
     if tp is str:
+        if isinstance(value, bool) and {"on", "off"} <= set(meta.get("choices") or ()):
+            return "on" if value else "off"     # YAML 1.1 reads an unquoted on / off as a boolean
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
         raise bad()
