@@ -30,9 +30,9 @@ from typing import Any
 import torch
 
 REQUIRED = ("arch", "labels", "preprocess")
-BUNDLED = {"default": "default.safetensors"}
-#: folder of the bundled weights and the example photo (inside the installed package)
-from litefer.paths import ASSETS  # noqa: E402  (the one home of the assets path)
+#: folder of the bundled weights and the example photo (inside the installed package), and the
+#: bundled model names -> weight files
+from litefer.paths import ASSETS, BUNDLED  # noqa: E402,F401  (the one home of both)
 
 
 @dataclass
