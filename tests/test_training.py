@@ -282,6 +282,10 @@ def test_early_stopping(tmp_path):
     # min_delta 1.0: no accuracy can improve on the first epoch by more than 1
     res = train(_cfg(train={"epochs": 10, "early_stopping": 2, "min_delta": 1.0}), out_dir=tmp_path, quiet=True)
     assert res.stopped_early and len(res.history) == 3 and res.best_epoch == 1
+    # patience runs out exactly at the last epoch: the run finished, it did not stop early
+    res = train(_cfg(train={"epochs": 3, "early_stopping": 2, "min_delta": 1.0}), out_dir=tmp_path / "b", quiet=True)
+    assert not res.stopped_early and len(res.history) == 3
+    assert json.loads((tmp_path / "b" / "result.json").read_text())["stopped_early"] is False
 
 
 def test_holdout_validation_and_exclusion(tmp_path):
@@ -370,6 +374,10 @@ def test_monitor_val_loss_selects_the_lowest_validation_loss(tmp_path):
     res = train(_cfg(train={"epochs": 10, "monitor": "val_loss", "early_stopping": 2, "min_delta": 100.0}),
                 out_dir=tmp_path / "es", quiet=True)
     assert res.stopped_early and len(res.history) == 3 and res.best_epoch == 1
+    # patience runs out exactly at the last epoch: the run finished, it did not stop early
+    res = train(_cfg(train={"epochs": 3, "early_stopping": 2, "min_delta": 1.0}), out_dir=tmp_path / "b", quiet=True)
+    assert not res.stopped_early and len(res.history) == 3
+    assert json.loads((tmp_path / "b" / "result.json").read_text())["stopped_early"] is False
 
 
 def test_grad_clip_bounds_every_step(tmp_path):

@@ -362,7 +362,9 @@ def _train(cfg: TrainConfig, device: torch.device, dinfo: D.DistInfo, out_dir, r
             if end_sig:
                 raise StopRequested(end_sig, epoch + 1, 0)
             if stop:
-                stopped_early = bool(tc.early_stopping and record.bad_epochs >= tc.early_stopping)
+                # patience running out at the last epoch is not an early stop: the run is complete
+                stopped_early = bool(tc.early_stopping and record.bad_epochs >= tc.early_stopping
+                                     and epoch + 1 < tc.epochs)
                 if stopped_early:
                     log(f"early stopping: no improvement of {tc.monitor} for {record.bad_epochs} epochs")
                 break
