@@ -1,12 +1,15 @@
-"""Turn a training run into litefer's bundled default model.
+"""Turn a training run into one of litefer's bundled models.
 
     python scripts/make_bundle.py runs/default_ferplus [--name default] [--extra choice.md] [--force]
+    python scripts/make_bundle.py runs/mx_w2_fer2013_ema --name fer2013 --extra choice.md
 
-Reads ``<run>/best.pt`` (selected on FER+ PublicTest), evaluates it once with
-``litefer evaluate`` on FER+ PrivateTest (8 classes, the run's test split) and on
-FER2013 PrivateTest (7 classes, contempt counted as an error), and writes
-``litefer/assets/<name>.safetensors`` (weights + metadata) and
-``litefer/assets/MODEL_CARD.md``.  Refuses to overwrite without ``--force``.
+Reads ``<run>/best.pt`` (selected on the run's validation split, PublicTest), evaluates it
+once with ``litefer evaluate`` on FER+ PrivateTest (8 classes, majority labels) and on
+FER2013 PrivateTest (7 classes; contempt answers count as errors), the run's own dataset
+first, and writes ``litefer/assets/<name>.safetensors`` (weights + metadata), its ONNX
+export and its model card (``MODEL_CARD.md`` for ``default``, ``MODEL_CARD.<name>.md``
+otherwise).  Only runs trained on FER+ or FER2013 can be bundled this way.  Refuses to
+overwrite without ``--force``.
 """
 from __future__ import annotations
 
@@ -49,6 +52,10 @@ def main() -> None:
     if target.exists() and not args.force:
         sys.exit(f"{target} exists; pass --force to replace it")
 
+    run_data = json.loads((args.run / "result.json").read_text()).get("data", {})
+    dataset = run_data.get("dataset")
+    if dataset not in ("ferplus", "fer2013"):
+        sys.exit(f"{args.run}: trained on {dataset!r}; make_bundle handles FER+ and FER2013 runs")
     ev_dir = args.run / "bundle-eval"
     ferplus = run_eval(ckpt, "ferplus", "privatetest", ev_dir / "ferplus-privatetest",
                        ["--opt", "label_mode=majority", "--opt", "num_classes=8"])
@@ -62,19 +69,26 @@ def main() -> None:
     flops = count_flops(model, (1, meta.preprocess["channels"], size, size))
 
     today = dt.date.today().isoformat()
-    run_data = json.loads((args.run / "result.json").read_text()).get("data", {})
     soft = run_data.get("train_label_mode") == "probability"
     n_train, n_val = (f"{run_data[k]:,}" if isinstance(run_data.get(k), int) else "?" for k in ("n_train", "n_val"))
-    train_labels = ("FER+ vote distributions for training, majority labels for selection and test" if soft
-                    else "FER+ majority labels")
+    if dataset == "ferplus":
+        train_labels = ("FER+ vote distributions for training, majority labels for selection and test" if soft
+                        else "FER+ majority labels")
+        trained_on = f"FERPlus (FER2013 images, {train_labels})"
+    else:
+        trained_on = "FER2013 (Kaggle image-folder release, original labels)"
+    metric_keys = ("n", "accuracy", "macro_f1", "mean_class_acc")
+    metrics = {"ferplus_privatetest": {k: ferplus[k] for k in metric_keys},
+               "fer2013_privatetest": {k: fer2013[k] for k in metric_keys}}
+    own = f"{dataset}_privatetest"
+    metrics = {own: metrics[own], **{k: v for k, v in metrics.items() if k != own}}   # the run's own first
     bundle_meta = ModelMeta(meta.arch, meta.labels, meta.preprocess, meta.arch_kwargs, extra={
-        "name": args.name, "date": today, "trained_on": f"FERPlus (FER2013 images, {train_labels})",
-        "metrics": {"ferplus_privatetest": {k: ferplus[k] for k in ("n", "accuracy", "macro_f1", "mean_class_acc")},
-                    "fer2013_privatetest": {k: fer2013[k] for k in ("n", "accuracy", "macro_f1", "mean_class_acc")}},
+        "name": args.name, "date": today, "trained_on": trained_on, "metrics": metrics,
         "epoch": raw.get("epoch"), "code_version": raw.get("code_version"),
     })
     save_safetensors(target, bundle_meta, state)
-    (ASSETS / f"{args.name}.confusion.png").write_bytes((ev_dir / "ferplus-privatetest" / "confusion.png").read_bytes())
+    own_dir = ev_dir / f"{dataset}-privatetest"
+    (ASSETS / f"{args.name}.confusion.png").write_bytes((own_dir / "confusion.png").read_bytes())
 
     def recall_rows(m: dict) -> str:
         rows = ["| class | recall | precision | support |", "|---|---:|---:|---:|"]
@@ -86,10 +100,38 @@ def main() -> None:
     cfg_text = (args.run / "config.yaml").read_text()
     majority_rule = ("the official FER+ majority rule (single votes dropped, > half of the remaining votes, "
                      "unknown/not-a-face dropped)")
-    label_text = (f"Training labels: each face's distribution of emotion votes (FER+ `probability` mode, the "
-                  f"probabilistic-label scheme of Barsoum et al.; faces whose top vote is unknown / not a face "
-                  f"dropped). Validation and test labels: {majority_rule}." if soft
-                  else f"Labels: {majority_rule}.")
+    if dataset == "ferplus":
+        label_text = (f"Training labels: each face's distribution of emotion votes (FER+ `probability` mode, the "
+                      f"probabilistic-label scheme of Barsoum et al.; faces whose top vote is unknown / not a face "
+                      f"dropped). Validation and test labels: {majority_rule}." if soft
+                      else f"Labels: {majority_rule}.")
+        data_text = f"""Trained on **FERPlus**: the FER2013 images (48x48 greyscale faces collected by web search,
+ICML 2013 challenge, Goodfellow et al.) with Microsoft's FER+ crowd labels (10 annotators
+per image, MIT licence; Barsoum et al., ICMI 2016), read from the FER+ training layout
+(`data/FER2013{{Train,Valid,Test}}` PNGs + `label.csv`), {len(meta.labels)} classes. {label_text}"""
+        protocol = (f"Train on FER2013Train ({n_train} images kept), select the epoch on FER2013Valid\n"
+                    f"(PublicTest, {n_val}), report once on FER2013Test (PrivateTest).")
+        own_name = "FER+ PrivateTest"
+    else:
+        data_text = f"""Trained on **FER2013** (48x48 greyscale faces collected by web search, ICML 2013
+challenge, Goodfellow et al.) with its original single-annotator labels, read from the
+Kaggle image-folder release, {len(meta.labels)} classes."""
+        protocol = (f"Train on Training ({n_train} images), select the epoch on PublicTest ({n_val}),\n"
+                    f"report once on PrivateTest.")
+        own_name = "FER2013 PrivateTest"
+    rows = {
+        "ferplus_privatetest": f"| FER+ PrivateTest (8 classes, majority labels{'' if 'contempt' in meta.labels else '; the model has no contempt class'}) | {ferplus['n']} | {{}} |",
+        "fer2013_privatetest": f"| FER2013 PrivateTest (7 classes, original noisy labels{'; contempt predictions count as errors' if 'contempt' in meta.labels else ''}) | {fer2013['n']} | {{}} |",
+    }
+    ev = {"ferplus_privatetest": ferplus, "fer2013_privatetest": fer2013}
+    table = []
+    for key in metrics:                                     # the run's own test set first, in bold
+        m = ev[key]
+        acc = f"{100 * m['accuracy']:.2f} %"
+        cells = (f"{'**' + acc + '**' if key == own else acc} | {100 * m['macro_f1']:.2f} % | "
+                 f"{100 * m['mean_class_acc']:.2f} %")
+        table.append(rows[key].format(cells))
+    own_m = ev[own]
     extra = (args.extra.read_text().strip() + "\n\n") if args.extra else ""
     card = f"""# litefer bundled model `{args.name}`
 
@@ -101,36 +143,30 @@ def main() -> None:
 | parameters | {params / 1e6:.3f} M (counted) |
 | FLOPs | {flops / 1e6:.1f} M per face (counted with torch.utils.flop_counter; MACs = FLOPs / 2) |
 | file | `litefer/assets/{target.name}` ({target.stat().st_size / 1e6:.2f} MB) |
-| trained | {today}, by `litefer train` (config below), epoch {raw.get('epoch')} selected on FER+ PublicTest |
+| trained | {today}, by `litefer train` (config below), epoch {raw.get('epoch')} selected on {'FER+ PublicTest' if dataset == 'ferplus' else 'FER2013 PublicTest'} |
 
 ## Data and terms of use
-Trained on **FERPlus**: the FER2013 images (48x48 greyscale faces collected by web search,
-ICML 2013 challenge, Goodfellow et al.) with Microsoft's FER+ crowd labels (10 annotators
-per image, MIT licence; Barsoum et al., ICMI 2016), read from the FER+ training layout
-(`data/FER2013{{Train,Valid,Test}}` PNGs + `label.csv`), 8 classes. {label_text} FER2013 images may be used for research and other non-commercial purposes only,
+{data_text} FER2013 images may be used for research and other non-commercial purposes only,
 and so may this model's weights: **research / non-commercial use only**.
 
 ## Protocol
-Train on FER2013Train ({n_train} images kept), select the epoch on FER2013Valid
-(PublicTest, {n_val}), report once on FER2013Test (PrivateTest). The test split was never
-used for selection.
+{protocol} The test split was never used for selection.
 
 ## Results (measured by `litefer evaluate`)
 | test set | images | accuracy | macro-F1 | mean class accuracy |
 |---|---:|---:|---:|---:|
-| FER+ PrivateTest (8 classes) | {ferplus['n']} | **{100 * ferplus['accuracy']:.2f} %** | {100 * ferplus['macro_f1']:.2f} % | {100 * ferplus['mean_class_acc']:.2f} % |
-| FER2013 PrivateTest (7 classes, original noisy labels; contempt predictions count as errors) | {fer2013['n']} | {100 * fer2013['accuracy']:.2f} % | {100 * fer2013['macro_f1']:.2f} % | {100 * fer2013['mean_class_acc']:.2f} % |
+{chr(10).join(table)}
 
-Per class on FER+ PrivateTest:
+Per class on {own_name}:
 
-{recall_rows(ferplus)}
+{recall_rows(own_m)}
 
-Confusion matrix (row-normalised, FER+ PrivateTest):
+Confusion matrix (row-normalised, {own_name}):
 
 ![confusion matrix]({args.name}.confusion.png)
 
-Known limits: 48x48 greyscale input, trained on web photos of mostly frontal faces; the rare
-classes (disgust, fear, contempt: a few hundred training images or fewer) have low recall;
+Known limits: {meta.preprocess['size']}x{meta.preprocess['size']} input, trained on 48x48 greyscale web photos of mostly frontal faces; the rare
+classes (disgust, fear{', contempt' if 'contempt' in meta.labels else ''}: a few hundred training images or fewer) have low recall;
 FER2013/FER+ carry the demographic skews of web image search. Not for decisions about people.
 
 {extra}## Config
@@ -138,12 +174,13 @@ FER2013/FER+ carry the demographic skews of web image search. Not for decisions 
 {cfg_text.strip()}
 ```
 """
-    (ASSETS / "MODEL_CARD.md").write_text(card)
+    card_path = ASSETS / ("MODEL_CARD.md" if args.name == "default" else f"MODEL_CARD.{args.name}.md")
+    card_path.write_text(card)
     # the ONNX export ships next to the weights: the torch-free inference path runs it
     # (litefer.deploy.sidecar.bundled_onnx checks it was exported from exactly these weights)
     from litefer.deploy.export import export_onnx
     onnx_path = export_onnx(target, ASSETS / f"{args.name}.onnx", force=True).path
-    print(f"wrote {target}, {onnx_path} and {ASSETS / 'MODEL_CARD.md'}")
+    print(f"wrote {target}, {onnx_path} and {card_path}")
 
 
 if __name__ == "__main__":
