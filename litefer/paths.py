@@ -16,7 +16,7 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 #: folder of the bundled face-detector weights (see its LICENSES.md)
 DETECTORS = ASSETS / "detectors"
 #: bundled classifier names -> weight files in :data:`ASSETS`
-BUNDLED = {"default": "default.safetensors"}
+BUNDLED = {"default": "default.safetensors", "fer2013": "fer2013.safetensors"}
 
 
 def asset(name: str) -> Path:

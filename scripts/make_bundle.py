@@ -4,7 +4,8 @@
     python scripts/make_bundle.py runs/mx_w2_fer2013_ema --name fer2013 --extra choice.md
 
 Reads ``<run>/best.pt`` (selected on the run's validation split, PublicTest), evaluates it
-once with ``litefer evaluate`` on FER+ PrivateTest (8 classes, majority labels) and on
+once with ``litefer evaluate`` on FER+ PrivateTest (majority labels; 8 classes, or 7 without
+the contempt faces for a model without contempt) and on
 FER2013 PrivateTest (7 classes; contempt answers count as errors), the run's own dataset
 first, and writes ``litefer/assets/<name>.safetensors`` (weights + metadata), its ONNX
 export and its model card (``MODEL_CARD.md`` for ``default``, ``MODEL_CARD.<name>.md``
@@ -57,8 +58,11 @@ def main() -> None:
     if dataset not in ("ferplus", "fer2013"):
         sys.exit(f"{args.run}: trained on {dataset!r}; make_bundle handles FER+ and FER2013 runs")
     ev_dir = args.run / "bundle-eval"
+    # FER+ with the model's own class count: a 7-class (FER2013) model is scored on FER+'s
+    # 7-class majority labels, i.e. without the contempt faces it could never get right
+    ferplus_classes = 8 if "contempt" in meta.labels else 7
     ferplus = run_eval(ckpt, "ferplus", "privatetest", ev_dir / "ferplus-privatetest",
-                       ["--opt", "label_mode=majority", "--opt", "num_classes=8"])
+                       ["--opt", "label_mode=majority", "--opt", f"num_classes={ferplus_classes}"])
     fer2013 = run_eval(ckpt, "fer2013", "privatetest", ev_dir / "fer2013-privatetest", [])
 
     from litefer.models import create_model
@@ -120,7 +124,7 @@ Kaggle image-folder release, {len(meta.labels)} classes."""
                     f"report once on PrivateTest.")
         own_name = "FER2013 PrivateTest"
     rows = {
-        "ferplus_privatetest": f"| FER+ PrivateTest (8 classes, majority labels{'' if 'contempt' in meta.labels else '; the model has no contempt class'}) | {ferplus['n']} | {{}} |",
+        "ferplus_privatetest": f"| FER+ PrivateTest ({ferplus_classes} classes, majority labels{'' if ferplus_classes == 8 else '; its contempt faces left out: the model has no contempt class'}) | {ferplus['n']} | {{}} |",
         "fer2013_privatetest": f"| FER2013 PrivateTest (7 classes, original noisy labels{'; contempt predictions count as errors' if 'contempt' in meta.labels else ''}) | {fer2013['n']} | {{}} |",
     }
     ev = {"ferplus_privatetest": ferplus, "fer2013_privatetest": fer2013}

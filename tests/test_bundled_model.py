@@ -168,3 +168,21 @@ def test_composed_scene_finds_faces_and_reads_them(rec, clear_faces):
         seen.add(k)
         right += f.label == truth[k]
     assert right >= 0.8 * len(faces), f"{right}/{len(faces)} labels right"
+
+
+@pytest.mark.parametrize("name", bundled_names())
+def test_each_bundle_ships_its_own_onnx_export(name):
+    """The ONNX file next to each bundled model was exported from exactly its weights (the
+    sidecar's sha256) and gives the same probabilities as PyTorch on real-looking crops."""
+    require_bundled_model(name)
+    from litefer.deploy.onnx_backend import OnnxBackend
+    from litefer.deploy.sidecar import bundled_onnx
+    from litefer.evaluation.predict import predict_proba
+    from litefer.models.checkpoint import load_model
+    path = bundled_onnx(name)
+    assert path is not None and path.name == f"{name}.onnx", f"{name}: no matching shipped ONNX export"
+    model, meta = load_model(name)
+    onnx = OnnxBackend(name, threads=1)
+    assert onnx.path == path and list(onnx.meta["labels"]) == list(meta.labels)
+    faces = np.random.default_rng(0).integers(0, 256, (16, 48, 48), dtype=np.uint8)
+    np.testing.assert_allclose(onnx.predict_faces(faces), predict_proba(model, faces, meta.preprocess), atol=1e-4)

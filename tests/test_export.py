@@ -89,7 +89,9 @@ def test_exported_and_shipped_onnx_carry_no_machine_paths(tmp_path):
     out = tmp_path / "m.onnx"
     _check_parity("mini_xception", "dynamo", out)
     assert _machine_paths(out) == []
-    for shipped in [REPO / "litefer" / "assets" / "default.onnx", *(REPO / "litefer" / "assets").glob("detectors/*.onnx")]:
+    shipped_models = sorted((REPO / "litefer" / "assets").glob("*.onnx"))
+    assert {p.stem for p in shipped_models} >= {"default", "fer2013"}
+    for shipped in [*shipped_models, *(REPO / "litefer" / "assets").glob("detectors/*.onnx")]:
         assert _machine_paths(shipped) == [], shipped
 
 

@@ -36,6 +36,7 @@ import typer
 from rich.markup import escape
 
 from litefer.cli._common import console, fail
+from litefer.paths import BUNDLED
 # frame sources, the face tracker/smoother and the annotator are library code, shared
 # with the mood player; the names stay importable from here
 from litefer.vision.video import Smoother, annotate, has_display, read_frames, video_writer  # noqa: F401
@@ -230,8 +231,8 @@ def register(app: typer.Typer) -> None:
                                              "(a window needs a display; with --out it also records)."),
         max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1, help="Stop a video/webcam after N frames."),
         device: str = typer.Option("cpu", "--device", help="cpu or cuda (torch backend)."),
-        model: str = typer.Option("default", "--model", "-m", help="Bundled model name, checkpoint "
-                                  "(.safetensors/.pt) or .onnx file."),
+        model: str = typer.Option("default", "--model", "-m", help=f"Bundled model name ({', '.join(BUNDLED)}: "
+                                  "FER+'s 8 classes / FER2013's 7), checkpoint (.safetensors/.pt) or .onnx file."),
         no_detect: bool = typer.Option(False, "--no-detect", help="Each image is already a face crop."),
         detector: str = typer.Option("auto", "--detector", help="Face detector: auto (yunet), yunet, mtcnn, "
                                      "blazeface, blazeface_full, haar."),
