@@ -29,7 +29,6 @@ as ``litefer evaluate`` runs them (PyTorch, fp32, the checkpoint's own preproces
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -100,13 +99,15 @@ def markdown(res: dict) -> str:
              f"{cpu.get('logical_cores', '?')} logical cores; "
              f"{res['env']['date']}. Prediction: the most probable of the classes CK+ has.",
              "",
-             "| model | classes | all 981: accuracy | mean class acc | macro-F1 | 927 without contempt: accuracy | mean class acc |",
+             f"| model | classes | all {res['n']}: accuracy | mean class acc | macro-F1 | "
+             f"{res['n_no_contempt']} without contempt: accuracy | mean class acc |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for r in res["rows"]:
         a, b = r["all"], r["no_contempt"]
         lines.append(f"| {r['name']} | {len(r['labels'])} | {pct(a['accuracy'])} | {pct(a['mean_class_acc'])} | "
                      f"{pct(a['macro_f1'])} | {pct(b['accuracy'])} | {pct(b['mean_class_acc'])} |")
-    lines += ["", "A model without a contempt class gets the 54 contempt faces wrong by construction "
+    lines += ["", f"A model without a contempt class gets the {res['n'] - res['n_no_contempt']} contempt faces "
+              "wrong by construction "
               "(first three columns); the last two compare every model on the classes all of them have.",
               "CK+48 has 3 frames per sequence (327 sequences, 118 subjects): the faces are not independent, "
               "so differences of a point or two are within noise.", ""]
