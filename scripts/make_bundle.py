@@ -101,6 +101,11 @@ def main() -> None:
             rows.append(f"| {lab} | {r} | {100 * (d.get('precision') or 0):.1f} % | {d.get('support', 0)} |")
         return "\n".join(rows)
 
+    def weakest(m: dict, k: int = 3) -> str:
+        recalls = sorted((d["recall"], lab) for lab, d in m["per_class"].items() if d.get("recall") is not None)
+        return ", ".join(f"{lab} ({100 * r:.0f} %, {m['per_class'][lab].get('support', 0)} test faces)"
+                         for r, lab in recalls[:k])
+
     cfg_text = (args.run / "config.yaml").read_text()
     majority_rule = ("the official FER+ majority rule (single votes dropped, > half of the remaining votes, "
                      "unknown/not-a-face dropped)")
@@ -169,8 +174,8 @@ Confusion matrix (row-normalised, {own_name}):
 
 ![confusion matrix]({args.name}.confusion.png)
 
-Known limits: {meta.preprocess['size']}x{meta.preprocess['size']} input, trained on 48x48 greyscale web photos of mostly frontal faces; the rare
-classes (disgust, fear{', contempt' if 'contempt' in meta.labels else ''}: a few hundred training images or fewer) have low recall;
+Known limits: {meta.preprocess['size']}x{meta.preprocess['size']} input, trained on 48x48 greyscale web photos of mostly frontal faces; the
+classes with the lowest recall on {own_name} are {weakest(own_m)};
 FER2013/FER+ carry the demographic skews of web image search. Not for decisions about people.
 
 {extra}## Config
