@@ -4,11 +4,14 @@
 # stop and it resumes the unfinished fold and goes on.  One thread (the other core is for
 # another job).  Then: litefer runs runs/imv2_ckplus_cv10; docs/results.md tabulates the folds.
 #   OMP_NUM_THREADS=1 nohup nice -n 5 bash scripts/ckplus_cv10.sh >> runs/imv2_ckplus_cv10.log 2>&1 &
+# FOLDS="5 6 7 8 9" runs only those folds (e.g. on a new checkout whose earlier folds are
+# already tabulated in docs/results.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LITEFER=${LITEFER:-.venv/bin/litefer}
 OUT=${OUT:-runs/imv2_ckplus_cv10}
-for k in $(seq 0 9); do
+FOLDS=${FOLDS:-$(seq 0 9)}
+for k in $FOLDS; do
     d="$OUT/fold$k"
     if [ -f "$d/result.json" ]; then
         echo "fold $k: finished"

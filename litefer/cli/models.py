@@ -1,6 +1,8 @@
-"""``litefer models``: the model zoo as a table (sizes and compute are counted, not typed)."""
+"""``litefer models`` (the model zoo as a table: sizes and compute are counted, not typed) and
+``litefer combine`` (trained checkpoints averaged into one ensemble checkpoint)."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -73,3 +75,32 @@ def register(app: typer.Typer) -> None:
             table.add_row(r["name"], r["input"], f"{r['params_m']:.3f}",
                           "-" if r["gmacs"] is None else f"{r['gmacs']:.3f}", paper_figures(r))
         Console().print(table)
+
+    @app.command("combine")
+    def combine_cmd(
+        checkpoints: list[str] = typer.Argument(..., help="Trained checkpoints (.safetensors/.pt) or bundled "
+                                                          "model names, sharing labels and preprocessing."),
+        out: Path = typer.Option(..., "--out", "-o", help="Output .safetensors file."),
+        flip: bool = typer.Option(False, "--flip", help="Also average each member's answer for the mirrored "
+                                                        "face (test-time augmentation inside the model)."),
+        force: bool = typer.Option(False, "--force", help="Overwrite an existing OUT."),
+    ) -> None:
+        """Average trained models into one: an `ensemble` checkpoint whose softmax is the mean of
+        the members' (and, with --flip, of their mirrored answers).  `evaluate`, `predict`,
+        `export` and `Recognizer` take it like any other checkpoint."""
+        if out.suffix != ".safetensors":
+            raise fail(f"--out {out}: the output must end in .safetensors")
+        if out.exists() and not force:
+            raise fail(f"{out} already exists; pass --force to overwrite it")
+        if not out.parent.is_dir():
+            raise fail(f"--out {out}: folder {out.parent} does not exist")
+        from litefer.deploy.profile import count_params
+        from litefer.models.checkpoint import CheckpointError, save_safetensors
+        from litefer.models.ensemble import combine_checkpoints
+        try:
+            model, meta = combine_checkpoints(checkpoints, flip=flip)
+        except (CheckpointError, ValueError) as exc:
+            raise fail(str(exc))
+        save_safetensors(out, meta, model.state_dict())
+        echo_json({"path": str(out), "members": len(checkpoints), "flip": flip,
+                   "params_m": count_params(model) / 1e6, "labels": meta.labels})

@@ -11,6 +11,6 @@ embedding that metric losses use), ``forward_head(f) -> (N, num_classes)`` and
 from litefer.models._registry import ModelInfo, create_model, list_models, model_info, register_model
 
 # importing the family modules registers their builders
-from litefer.models import i_mobilenetv2, a_mobilenet, lfn, se_sepnet, baselines  # noqa: F401,E402
+from litefer.models import i_mobilenetv2, a_mobilenet, lfn, se_sepnet, baselines, ensemble  # noqa: F401,E402
 
 __all__ = ["ModelInfo", "create_model", "list_models", "model_info", "register_model"]

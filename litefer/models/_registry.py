@@ -61,7 +61,9 @@ def create_model(name: str, num_classes: int = 7, in_chans: int | None = None,
     if in_chans is None:
         in_chans = info.default_input[0]
     model = info.builder(num_classes=num_classes, in_chans=in_chans, **kwargs)
-    model.default_input = (in_chans, info.default_input[1])
+    # a model whose input size depends on its arguments (an ensemble of 112x112 members)
+    # says so with ``native_size``
+    model.default_input = (in_chans, getattr(model, "native_size", None) or info.default_input[1])
     model.arch_name = name
     if pretrained:
         from litefer.models.checkpoint import bundled_path, read_checkpoint, BUNDLED
