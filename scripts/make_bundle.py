@@ -2,6 +2,7 @@
 
     python scripts/make_bundle.py runs/default_ferplus [--name default] [--extra choice.md] [--force]
     python scripts/make_bundle.py runs/mx_w2_fer2013_ema --name fer2013 --extra choice.md
+    python scripts/make_bundle.py runs/a --member runs/b --member runs/c --flip --name fer2013 --force
 
 Reads ``<run>/best.pt`` (selected on the run's validation split, PublicTest), evaluates it
 once with ``litefer evaluate`` on FER+ PrivateTest (majority labels; 8 classes, or 7 without
@@ -11,6 +12,11 @@ first, and writes ``litefer/assets/<name>.safetensors`` (weights + metadata), it
 export and its model card (``MODEL_CARD.md`` for ``default``, ``MODEL_CARD.<name>.md``
 otherwise).  Only runs trained on FER+ or FER2013 can be bundled this way.  Refuses to
 overwrite without ``--force``.
+
+With ``--member RUN`` (repeatable) and/or ``--flip`` the bundle is an ``ensemble``
+(``litefer.models.ensemble``): the mean softmax of every run's ``best.pt`` (and, with
+``--flip``, of their answers for the mirrored face); the members must be runs on the same
+dataset, and the card lists each member's epoch and config.
 """
 from __future__ import annotations
 
@@ -45,19 +51,37 @@ def main() -> None:
     ap.add_argument("--force", action="store_true")
     ap.add_argument("--extra", type=Path, default=None,
                     help="markdown inserted into the model card before its config (e.g. the candidate comparison)")
+    ap.add_argument("--member", type=Path, action="append", default=[],
+                    help="another run whose best.pt is averaged with RUN's (repeatable): an ensemble bundle")
+    ap.add_argument("--flip", action="store_true",
+                    help="average each member's answer for the mirrored face too (an ensemble bundle)")
     args = ap.parse_args()
 
-    ckpt = args.run / "best.pt"
-    meta, state, raw = read_checkpoint(ckpt)
+    runs = [args.run, *args.member]
     target = ASSETS / f"{args.name}.safetensors"
     if target.exists() and not args.force:
         sys.exit(f"{target} exists; pass --force to replace it")
-
-    run_data = json.loads((args.run / "result.json").read_text()).get("data", {})
+    datas = [json.loads((r / "result.json").read_text()).get("data", {}) for r in runs]
+    run_data = datas[0]
     dataset = run_data.get("dataset")
     if dataset not in ("ferplus", "fer2013"):
         sys.exit(f"{args.run}: trained on {dataset!r}; make_bundle handles FER+ and FER2013 runs")
+    for r, d in zip(runs[1:], datas[1:]):
+        if d.get("dataset") != dataset:
+            sys.exit(f"{r}: trained on {d.get('dataset')!r}, not {dataset!r} like {args.run}")
     ev_dir = args.run / "bundle-eval"
+    ev_dir.mkdir(parents=True, exist_ok=True)
+    raws = [read_checkpoint(r / "best.pt")[2] for r in runs]
+    if len(runs) > 1 or args.flip:
+        from litefer.models.ensemble import combine_checkpoints
+        model, meta = combine_checkpoints([r / "best.pt" for r in runs], flip=args.flip)
+        meta.extra = {}
+        ckpt = save_safetensors(ev_dir / "ensemble.safetensors", meta, model.state_dict())
+        state = model.state_dict()
+        raw = {"epoch": [x.get("epoch") for x in raws], "code_version": raws[0].get("code_version")}
+    else:
+        ckpt = args.run / "best.pt"
+        meta, state, raw = read_checkpoint(ckpt)
     # FER+ with the model's own class count: a 7-class (FER2013) model is scored on FER+'s
     # 7-class majority labels, i.e. without the contempt faces it could never get right
     ferplus_classes = 8 if "contempt" in meta.labels else 7
@@ -106,7 +130,17 @@ def main() -> None:
         return ", ".join(f"{lab} ({100 * r:.0f} %, {m['per_class'][lab].get('support', 0)} test faces)"
                          for r, lab in recalls[:k])
 
-    cfg_text = (args.run / "config.yaml").read_text()
+    ensemble = meta.arch == "ensemble"
+    if ensemble:
+        cfg_text = "\n\n".join(f"### member {i + 1}: `{r.name}`, epoch {x.get('epoch')}\n```yaml\n"
+                                f"{(r / 'config.yaml').read_text().strip()}\n```" for i, (r, x) in
+                                enumerate(zip(runs, raws)))
+    else:
+        cfg_text = f"```yaml\n{(args.run / 'config.yaml').read_text().strip()}\n```"
+    sel = "FER+ PublicTest" if dataset == "ferplus" else "FER2013 PublicTest"
+    trained = (f"{today}: {len(runs)} runs of `litefer train` (configs below), averaged{' with their mirror images' if args.flip else ''}; "
+               f"each run's epoch selected on {sel}, and the ensemble chosen on it" if ensemble else
+               f"{today}, by `litefer train` (config below), epoch {raw.get('epoch')} selected on {sel}")
     majority_rule = ("the official FER+ majority rule (single votes dropped, > half of the remaining votes, "
                      "unknown/not-a-face dropped)")
     if dataset == "ferplus":
@@ -152,7 +186,7 @@ Kaggle image-folder release, {len(meta.labels)} classes."""
 | parameters | {params / 1e6:.3f} M (counted) |
 | FLOPs | {flops / 1e6:.1f} M per face (counted with torch.utils.flop_counter; MACs = FLOPs / 2) |
 | file | `litefer/assets/{target.name}` ({target.stat().st_size / 1e6:.2f} MB) |
-| trained | {today}, by `litefer train` (config below), epoch {raw.get('epoch')} selected on {'FER+ PublicTest' if dataset == 'ferplus' else 'FER2013 PublicTest'} |
+| trained | {trained} |
 
 ## Data and terms of use
 {data_text} FER2013 images may be used for research and other non-commercial purposes only,
@@ -178,10 +212,8 @@ Known limits: {meta.preprocess['size']}x{meta.preprocess['size']} input, trained
 classes with the lowest recall on {own_name} are {weakest(own_m)};
 FER2013/FER+ carry the demographic skews of web image search. Not for decisions about people.
 
-{extra}## Config
-```yaml
-{cfg_text.strip()}
-```
+{extra}## Config{'s' if ensemble else ''}
+{cfg_text}
 """
     card_path = ASSETS / ("MODEL_CARD.md" if args.name == "default" else f"MODEL_CARD.{args.name}.md")
     card_path.write_text(card)

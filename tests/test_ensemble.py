@@ -128,3 +128,24 @@ def test_cli_combine(members, tmp_path):
     bad = CliRunner().invoke(app, ["combine", str(members[0]), str(tmp_path / "missing.pt"),
                                    "--out", str(tmp_path / "x.safetensors")])
     assert bad.exit_code == 2 and "missing.pt" in bad.output
+
+
+def test_subset_scores_match_the_combined_model(members, tmp_path):
+    """compare_ensembles' numbers for a subset are what the combined checkpoint measures."""
+    from litefer.data.base import FaceArrays
+    from litefer.evaluation import evaluate
+    from litefer.evaluation.selection import compare_ensembles
+
+    rng = np.random.default_rng(0)
+    arrays = FaceArrays(rng.integers(0, 256, (60, 48, 48), dtype=np.uint8),
+                        rng.integers(0, 7, 60), tuple(FER7), [f"img{i}" for i in range(60)], name="toy",
+                        split="val")
+    rows = compare_ensembles(members, arrays, names=["a", "b"])
+    assert len(rows) == 3 * 2                                   # {a, b, a+b} x {plain, flip}
+    accs = [r["accuracy"] for r in rows]
+    assert accs == sorted(accs, reverse=True)
+    for r in rows:
+        chosen = [m for m, name in zip(members, ["a", "b"]) if name in r["members"]]
+        ens, meta = combine_checkpoints(chosen, flip=r["flip"])
+        got = evaluate(ens, arrays, preprocess=meta.preprocess, labels=meta.labels).metrics
+        assert got["accuracy"] == pytest.approx(r["accuracy"], abs=1 / 60 + 1e-9), r
