@@ -101,6 +101,16 @@ def _registries_restored():
             reg.update(before)
 
 
+@pytest.fixture()
+def one_thread():
+    """One intra-op torch thread for the test (the suite shares a small CPU), restored after."""
+    import torch
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(scope="module")
 def tiny_arch():
     """``fixtures.models.Tiny`` registered as ``litefer_test_tiny`` for one test module."""

@@ -18,13 +18,7 @@ from fixtures.models import randomise
 FER7 = ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear"]
 PRE = {"channels": 1, "size": 48, "mean": [0.5], "std": [0.5], "crop": "fer"}
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _member(path, seed: int, width: int = 1, labels=FER7, pre=PRE):
