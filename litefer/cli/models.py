@@ -95,11 +95,11 @@ def register(app: typer.Typer) -> None:
         if not out.parent.is_dir():
             raise fail(f"--out {out}: folder {out.parent} does not exist")
         from litefer.deploy.profile import count_params
-        from litefer.models.checkpoint import CheckpointError, save_safetensors
+        from litefer.models.checkpoint import save_safetensors
         from litefer.models.ensemble import combine_checkpoints
         try:
             model, meta = combine_checkpoints(checkpoints, flip=flip)
-        except (CheckpointError, ValueError) as exc:
+        except ValueError as exc:          # CheckpointError is one too
             raise fail(str(exc))
         save_safetensors(out, meta, model.state_dict())
         echo_json({"path": str(out), "members": len(checkpoints), "flip": flip,
