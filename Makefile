@@ -28,7 +28,7 @@ browser:
 
 # the whole suite in random order (pytest-randomly; the seed is printed at the end)
 test: venv browser
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=25 tests
 
 # while developing: without the minutes-long real-training / wheel tests (marked slow)
 test-fast: venv
