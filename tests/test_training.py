@@ -221,6 +221,32 @@ def test_training_learns_synthetic_data(trained):
     assert (res.out_dir / "config.yaml").is_file()
 
 
+
+def test_learning_curves_read_the_runs_metrics(trained, tmp_path):
+    """``litefer curves`` reads what the trainer wrote: every epoch, the best one, a figure."""
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from litefer.cli import app
+    from litefer.evaluation.curves import curve_table, plot_curves, read_curve
+    cfg, res = trained
+    c = read_curve(res.out_dir)
+    assert [r["epoch"] for r in c.rows] == [r["epoch"] for r in res.history]
+    for got, want in zip(c.rows, res.history):
+        assert got["val_acc"] == pytest.approx(want["val_acc"]) and got["lr"] == pytest.approx(want["lr"])
+    assert c.best_epoch == res.best_epoch
+    best = f"**{100 * res.best_metrics['acc']:.2f} %**"
+    table = curve_table(c)
+    assert table.count("**") == 2 and best in table and len(table.strip().splitlines()) == 2 + len(res.history)
+    png = plot_curves([c, read_curve(res.out_dir / "metrics.csv", name="again")], tmp_path / "c.png")
+    with Image.open(png) as im:
+        assert im.format == "PNG" and im.size[0] > 2 * im.size[1]
+    out = CliRunner().invoke(app, ["curves", str(res.out_dir), "--plot", str(tmp_path / "cli.png")])
+    assert out.exit_code == 0, out.output
+    assert best in out.stdout and f"at epoch {res.best_epoch}" in out.stdout and (tmp_path / "cli.png").is_file()
+    again = CliRunner().invoke(app, ["curves", str(res.out_dir), "--plot", str(tmp_path / "cli.png")])
+    assert again.exit_code == 2 and "--overwrite" in again.output
+
 def test_checkpoints_follow_the_checkpoint_format(trained):
     from litefer.models.checkpoint import load_model, read_checkpoint
     cfg, res = trained

@@ -1,6 +1,8 @@
-"""``litefer train CONFIG [--set key=value ...] [--resume RUN] [--out DIR]`` and ``litefer runs [DIR]``."""
+"""``litefer train CONFIG [--set key=value ...] [--resume RUN] [--out DIR]``, ``litefer runs [DIR]`` and
+``litefer curves RUN...``."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -166,3 +168,31 @@ def register(app: typer.Typer) -> None:
         if not out_console.is_terminal:          # piped: never truncate the columns
             out_console = Console(width=400)
         out_console.print(t)
+
+
+    @app.command("curves")
+    def curves_cmd(
+        runs: list[Path] = typer.Argument(..., help="Run folders (or their metrics.csv); running runs too."),
+        plot: Optional[Path] = typer.Option(None, "--plot", help="Write accuracy / loss / learning-rate "
+                                            "curves of all RUNs to this PNG."),
+        every: Optional[int] = typer.Option(None, "--every", min=1, help="A table row every N epochs "
+                                            "(default: about 16 rows; the best and last epochs always)."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --plot file."),
+    ) -> None:
+        """Learning curves of training runs: a markdown table per run on stdout (the best
+        epoch in bold), and with --plot one figure of them all."""
+        from litefer.evaluation.curves import CurveError, curve_table, plot_curves, read_curve
+        if plot is not None and plot.exists() and not overwrite:
+            raise fail(f"{plot} exists; pass --overwrite to replace it")
+        try:
+            curves = [read_curve(r) for r in runs]
+        except CurveError as exc:
+            raise fail(str(exc))
+        for c in curves:
+            b = c.best_row
+            best = "no best epoch flagged" if b is None or b["val_acc"] is None else \
+                f"best validation accuracy {100 * b['val_acc']:.2f} % at epoch {b['epoch']}"
+            sys.stdout.write(f"## {c.name}\n\n{len(c.rows)} epoch{'s' if len(c.rows) != 1 else ''}, {c.minutes:.0f} min of training, {best}\n\n"
+                             f"{curve_table(c, every)}\n")
+        if plot is not None:
+            console.print(f"wrote {plot_curves(curves, plot)}", highlight=False)
