@@ -11,7 +11,8 @@ and ablation studies.
 
 Submodules: :mod:`~litefer.evaluation.metrics` (conventions, label mapping by name),
 :mod:`~litefer.evaluation.predict`, :mod:`~litefer.evaluation.report`,
-:mod:`~litefer.evaluation.cv`, :mod:`~litefer.evaluation.ablation`.
+:mod:`~litefer.evaluation.cv`, :mod:`~litefer.evaluation.ablation`,
+:mod:`~litefer.evaluation.selection` (ensembles), :mod:`~litefer.evaluation.curves` (learning curves).
 """
 from litefer.evaluation.metrics import (
     LabelMapping, LabelMismatchError, accuracy, compute_metrics, confusion_matrix, format_mean_std,
