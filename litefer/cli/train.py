@@ -177,6 +177,7 @@ def register(app: typer.Typer) -> None:
                                             "curves of all RUNs to this PNG."),
         every: Optional[int] = typer.Option(None, "--every", min=1, help="A table row every N epochs "
                                             "(default: about 16 rows; the best and last epochs always)."),
+        title: Optional[str] = typer.Option(None, "--title", help="The figure's title (default: the run names)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --plot file."),
     ) -> None:
         """Learning curves of training runs: a markdown table per run on stdout (the best
@@ -195,4 +196,4 @@ def register(app: typer.Typer) -> None:
             sys.stdout.write(f"## {c.name}\n\n{len(c.rows)} epoch{'s' if len(c.rows) != 1 else ''}, {c.minutes:.0f} min of training, {best}\n\n"
                              f"{curve_table(c, every)}\n")
         if plot is not None:
-            console.print(f"wrote {plot_curves(curves, plot)}", highlight=False)
+            console.print(f"wrote {plot_curves(curves, plot, title=title)}", highlight=False)

@@ -147,7 +147,8 @@ def curve_table(curve: Curve, every: Optional[int] = None, max_rows: int = 16) -
 def plot_curves(curves: Sequence[Curve], path: str | Path, title: Optional[str] = None, dpi: int = 110) -> Path:
     """Save accuracy, loss and learning rate against epoch for ``curves`` as a PNG.
 
-    Validation solid, training dashed, one colour per run; each run's best epoch is marked."""
+    Validation solid, training dashed, one colour per run; each run's best epoch is marked
+    (a dot) and its score is in the legend."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -164,16 +165,16 @@ def plot_curves(curves: Sequence[Curve], path: str | Path, title: Optional[str] 
             return [None if r.get(key) is None else scale * r[key] for r in c.rows]
 
         mk = "." if len(ep) < 3 else None                     # a line needs two points
-        ax_acc.plot(ep, series("val_acc", 100), color=col, marker=mk, label=f"{c.name} val")
+        b = c.best_row
+        has_best = b is not None and b["val_acc"] is not None
+        best = f" (best {100 * b['val_acc']:.2f} % @{b['epoch']})" if has_best else ""
+        ax_acc.plot(ep, series("val_acc", 100), color=col, marker=mk, label=f"{c.name} val{best}")
         ax_acc.plot(ep, series("train_acc", 100), color=col, ls="--", marker=mk, alpha=0.7, label=f"{c.name} train")
         ax_loss.plot(ep, series("val_loss"), color=col, marker=mk, label=f"{c.name} val")
         ax_loss.plot(ep, series("train_loss"), color=col, ls="--", marker=mk, alpha=0.7, label=f"{c.name} train")
         ax_lr.plot(ep, series("lr"), color=col, marker=mk, label=c.name)
-        b = c.best_row
-        if b is not None and b["val_acc"] is not None:
+        if has_best:                                          # the epoch kept as best.pt
             ax_acc.plot([b["epoch"]], [100 * b["val_acc"]], "o", color=col)
-            ax_acc.annotate(f"{100 * b['val_acc']:.2f} % @{b['epoch']}", (b["epoch"], 100 * b["val_acc"]),
-                            textcoords="offset points", xytext=(4, 6), fontsize=8, color=col)
     ax_acc.set_ylabel("accuracy (%)")
     ax_loss.set_ylabel("loss")
     ax_lr.set_ylabel("learning rate")
