@@ -54,14 +54,22 @@ class TorchBackend:
 
     ``labels``/``preprocess`` default to the model's ``meta`` when it has one (as
     :func:`litefer.models.checkpoint.load_model` returns), else must be given.
+    ``memory_format``: ``"auto"`` (on the CPU, channels-last where it is measured to be
+    faster for this model and gives the same probabilities: :mod:`litefer.deploy.layout`;
+    elsewhere contiguous), ``"channels_last"`` or ``"contiguous"``.  Measure with the
+    thread count the backend will run under (``torch.set_num_threads`` first).
     """
 
     kind = "torch"
+    MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 
     def __init__(self, model: Any, labels: Optional[Sequence[str]] = None,
                  preprocess: Optional[dict] = None, device: str = "cpu", meta: Any = None,
-                 batch_size: int = 64):
+                 batch_size: int = 64, memory_format: str = "auto"):
         import torch
+        if memory_format not in self.MEMORY_FORMATS:
+            raise BackendError(f"memory_format must be one of {', '.join(self.MEMORY_FORMATS)}, "
+                               f"not {memory_format!r}")
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.meta = meta
@@ -74,9 +82,20 @@ class TorchBackend:
         self.labels = list(labels)
         self.preprocess = dict(preprocess)
         self.batch_size = int(batch_size)
+        self.channels_last, self.layout_reason = memory_format == "channels_last", memory_format
+        if memory_format == "auto":
+            if self.device.type == "cpu":
+                from litefer.deploy.layout import model_key, prefers_channels_last
+                shape = (int(self.preprocess["channels"]), int(self.preprocess["size"]), int(self.preprocess["size"]))
+                self.channels_last, self.layout_reason = prefers_channels_last(self.model, shape, model_key(meta))
+            else:
+                self.layout_reason = "contiguous (not measured off the CPU)"
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
 
     def __repr__(self) -> str:
-        return f"TorchBackend({type(self.model).__name__}, device={self.device})"
+        return (f"TorchBackend({type(self.model).__name__}, device={self.device}, "
+                f"{'channels_last' if self.channels_last else 'contiguous'})")
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         import torch
@@ -87,6 +106,8 @@ class TorchBackend:
         with torch.inference_mode():
             for i in range(0, len(batch), self.batch_size):
                 x = torch.from_numpy(batch[i:i + self.batch_size]).to(self.device)
+                if self.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
                 logits = self.model(x)
                 outs.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
         probs = np.concatenate(outs)

@@ -152,10 +152,10 @@ class Recognizer:
             if backend == "onnx":
                 backend_kwargs.setdefault("threads", int(threads))
         det = cls.make_detector(detector, device=device, **(detector_kwargs or {}))
-        be = make_backend(backend, source, device=device, **backend_kwargs)
-        if threads is not None and backend == "torch":
+        if threads is not None and backend == "torch":   # before the backend measures its layout
             import torch
             torch.set_num_threads(int(threads))
+        be = make_backend(backend, source, device=device, **backend_kwargs)
         return cls(be, det, grey=grey)
 
     @staticmethod
