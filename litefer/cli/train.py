@@ -193,7 +193,8 @@ def register(app: typer.Typer) -> None:
             b = c.best_row
             best = "no best epoch flagged" if b is None or b["val_acc"] is None else \
                 f"best validation accuracy {100 * b['val_acc']:.2f} % at epoch {b['epoch']}"
-            sys.stdout.write(f"## {c.name}\n\n{len(c.rows)} epoch{'s' if len(c.rows) != 1 else ''}, {c.minutes:.0f} min of training, {best}\n\n"
+            epochs = f"{len(c.rows)} epoch{'s' if len(c.rows) != 1 else ''}"
+            sys.stdout.write(f"## {c.name}\n\n{epochs}, {c.minutes:.0f} min of training, {best}\n\n"
                              f"{curve_table(c, every)}\n")
         if plot is not None:
             console.print(f"wrote {plot_curves(curves, plot, title=title)}", highlight=False)
