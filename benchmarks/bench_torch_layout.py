@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The PyTorch backend's memory layout: per model, latency per face at batch 1 on one
 thread with contiguous tensors, with channels-last, and what ``memory_format="auto"``
-chose (litefer.deploy.layout), interleaved in one run so the ratios share the machine's load.
+chose (litefer.evaluation.layout), interleaved in one run so the ratios share the machine's load.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_torch_layout.py --models default,fer2013 \\
         --archs mini_xception,i_mobilenetv2,se_sepnet --json out/bench_torch_layout.json

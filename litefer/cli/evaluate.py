@@ -75,7 +75,7 @@ def register(app: typer.Typer) -> None:
                                                                "predictions.csv here."),
         exclude: Optional[Path] = typer.Option(None, "--exclude", help="Text file of image ids to leave out "
                                                                        "(one per line, # comments)."),
-        batch_size: int = typer.Option(256, "--batch-size", min=1, help="Images per forward pass."),
+        batch_size: int = typer.Option(64, "--batch-size", min=1, help="Images per forward pass."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
         unmapped: str = typer.Option("error", "--unmapped", help="Model classes the dataset lacks (e.g. FER+ "
                                      "contempt on FER2013): 'error' counts such predictions wrong; 'restrict' "

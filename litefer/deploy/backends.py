@@ -55,7 +55,7 @@ class TorchBackend:
     ``labels``/``preprocess`` default to the model's ``meta`` when it has one (as
     :func:`litefer.models.checkpoint.load_model` returns), else must be given.
     ``memory_format``: ``"auto"`` (on the CPU, channels-last where it is measured to be
-    faster for this model and gives the same probabilities: :mod:`litefer.deploy.layout`;
+    faster for this model and gives the same probabilities: :mod:`litefer.evaluation.layout`;
     elsewhere contiguous), ``"channels_last"`` or ``"contiguous"``.  Measure with the
     thread count the backend will run under (``torch.set_num_threads`` first).
     """
@@ -85,9 +85,9 @@ class TorchBackend:
         self.channels_last, self.layout_reason = memory_format == "channels_last", memory_format
         if memory_format == "auto":
             if self.device.type == "cpu":
-                from litefer.deploy.layout import model_key, prefers_channels_last
+                from litefer.evaluation.layout import prefers_channels_last
                 shape = (int(self.preprocess["channels"]), int(self.preprocess["size"]), int(self.preprocess["size"]))
-                self.channels_last, self.layout_reason = prefers_channels_last(self.model, shape, model_key(meta))
+                self.channels_last, self.layout_reason = prefers_channels_last(self.model, shape)
             else:
                 self.layout_reason = "contiguous (not measured off the CPU)"
         if self.channels_last:

@@ -41,7 +41,7 @@ def score_subsets(probs: dict[bool, list[np.ndarray]], y_true: np.ndarray, label
 
 
 def compare_ensembles(checkpoints: Sequence[str | Path], arrays, names: Sequence[str] | None = None,
-                      batch_size: int = 256) -> list[dict[str, Any]]:
+                      batch_size: int = 64) -> list[dict[str, Any]]:
     """:func:`score_subsets` for trained checkpoints on ``arrays`` (a validation split)."""
     from litefer.evaluation.predict import evaluate
 
