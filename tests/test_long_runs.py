@@ -1,0 +1,74 @@
+"""scripts/long_runs.sh: start a run in the background, see it in `status`, stop it with a
+checkpoint, resume it to the end: the loop the project's multi-session CPU runs live on."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "long_runs.sh"
+LITEFER = Path(sys.executable).parent / "litefer"
+
+
+def _sh(*args, env):
+    return subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+def _status(run: Path) -> dict:
+    try:
+        return json.loads((run / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _wait(pred, seconds=240.0):
+    t0 = time.time()
+    while time.time() - t0 < seconds:
+        if pred():
+            return True
+        time.sleep(0.3)
+    return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not LITEFER.is_file(), reason=f"needs the litefer entry point next to {sys.executable}")
+def test_start_status_stop_resume(tmp_path):
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text("""
+data: {dataset: synthetic, num_classes: 3, val_split: val, test_split: null,
+       options: {n_train: 3000, n_val: 32, size: 24}}
+model: {arch: mini_xception, input_size: 24}
+optim: {name: adam, lr: 0.001}
+train: {epochs: 1, batch_size: 8, checkpoint_minutes: 10, progress: false, tensorboard: false, autotune: false}
+""")
+    runs = tmp_path / "runs"
+    env = {**os.environ, "LITEFER": str(LITEFER), "LONG_RUNS_DIR": str(runs), "RUNS": f"t={cfg}"}
+    bad = _sh("start", env={**env, "RUNS": f"u={tmp_path / 'missing.yaml'}"})
+    assert bad.returncode == 2 and "missing.yaml not found" in bad.stderr
+    assert _sh("bogus", env=env).returncode == 2
+
+    r = _sh("start", env=env)
+    assert r.returncode == 0 and "t: starting" in r.stdout, r.stderr
+    run = runs / "t"
+    try:
+        assert _wait(lambda: _status(run).get("state") == "running", 120), (runs / "t.log").read_text()
+        time.sleep(2)                                                       # some steps in
+        assert "already running" in _sh("start", env=env).stdout          # never a second process
+        st = _sh("status", env=env)
+        assert st.returncode == 0 and any(ln.split()[:1] == ["t"] and "running" in ln for ln in st.stdout.splitlines())
+        stop = _sh("stop", env=env)
+        assert stop.returncode == 0 and "SIGTERM" in stop.stdout
+        s = _status(run)
+        assert s["state"] == "stopped" and (run / "last.pt").is_file()       # checkpointed mid-run
+        assert "resuming" in _sh("start", env=env).stdout
+        assert _wait(lambda: _status(run).get("state") == "finished"), (runs / "t.log").read_text()
+        log = (runs / "t.log").read_text()
+        assert "resumed from" in log and json.loads((run / "result.json").read_text())["epochs_run"] == 1
+    finally:
+        _sh("stop", env=env)
