@@ -243,7 +243,8 @@ def test_learning_curves_read_the_runs_metrics(trained, tmp_path):
         assert im.format == "PNG" and im.size[0] > 2 * im.size[1]
     out = CliRunner().invoke(app, ["curves", str(res.out_dir), "--plot", str(tmp_path / "cli.png")])
     assert out.exit_code == 0, out.output
-    assert best in out.stdout and f"at epoch {res.best_epoch}" in out.stdout and (tmp_path / "cli.png").is_file()
+    assert best in out.stdout and f"best epoch {res.best_epoch} (kept as best.pt)" in out.stdout
+    assert (tmp_path / "cli.png").is_file()
     again = CliRunner().invoke(app, ["curves", str(res.out_dir), "--plot", str(tmp_path / "cli.png")])
     assert again.exit_code == 2 and "--overwrite" in again.output
 

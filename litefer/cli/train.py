@@ -192,7 +192,7 @@ def register(app: typer.Typer) -> None:
         for c in curves:
             b = c.best_row
             best = "no best epoch flagged" if b is None or b["val_acc"] is None else \
-                f"best validation accuracy {100 * b['val_acc']:.2f} % at epoch {b['epoch']}"
+                f"best epoch {b['epoch']} (kept as best.pt): validation accuracy {100 * b['val_acc']:.2f} %"
             epochs = f"{len(c.rows)} epoch{'s' if len(c.rows) != 1 else ''}"
             sys.stdout.write(f"## {c.name}\n\n{epochs}, {c.minutes:.0f} min of training, {best}\n\n"
                              f"{curve_table(c, every)}\n")

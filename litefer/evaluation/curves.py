@@ -110,7 +110,7 @@ def read_curve(run: str | Path, name: Optional[str] = None) -> Curve:
 
 def pick_epochs(curve: Curve, every: Optional[int] = None, max_rows: int = 16) -> list[int]:
     """Epochs worth a table row: the first, every ``every``-th (chosen to give about
-    ``max_rows`` rows when None), each epoch that set a new best, capped, and the last."""
+    ``max_rows`` rows when None), the best (the one kept as best.pt) and the last."""
     epochs = [r["epoch"] for r in curve.rows]
     last = epochs[-1]
     if every is None:
@@ -124,8 +124,8 @@ def pick_epochs(curve: Curve, every: Optional[int] = None, max_rows: int = 16) -
 
 
 def curve_table(curve: Curve, every: Optional[int] = None, max_rows: int = 16) -> str:
-    """Markdown table of ``curve`` at :func:`pick_epochs`; the best epoch's validation
-    accuracy is in bold."""
+    """Markdown table of ``curve`` at :func:`pick_epochs`; the validation accuracy of the
+    best epoch (by the run's monitored score) is in bold."""
     by_epoch = {r["epoch"]: r for r in curve.rows}
     best = curve.best_epoch
     rows = []
@@ -134,11 +134,14 @@ def curve_table(curve: Curve, every: Optional[int] = None, max_rows: int = 16) -
     for r in curve.rows:
         elapsed += r.get("time_s") or 0.0
         cumulative[r["epoch"]] = elapsed / 60.0
+    def percent(v):
+        return "—" if v is None else f"{pct(v)} %"
+
     for e in pick_epochs(curve, every, max_rows):
         r = by_epoch[e]
-        val = f"{pct(r['val_acc'])} %" if r["val_acc"] is not None else "—"
-        rows.append([e, f"{pct(r['train_acc'])} %", f"**{val}**" if e == best else val,
-                     f"{pct(r.get('val_mean_class_acc'))} %" if r.get("val_mean_class_acc") is not None else "—",
+        val = percent(r["val_acc"])
+        rows.append([e, percent(r["train_acc"]), f"**{val}**" if e == best else val,
+                     percent(r.get("val_mean_class_acc")),
                      "—" if r["val_loss"] is None else f"{r['val_loss']:.4f}",
                      "—" if r["lr"] is None else f"{r['lr']:.2e}", f"{cumulative[e]:.0f}"])
     return markdown_table(["epoch", "train acc", "val acc", "val mean class acc", "val loss", "lr", "minutes"], rows)
@@ -167,7 +170,7 @@ def plot_curves(curves: Sequence[Curve], path: str | Path, title: Optional[str] 
         mk = "." if len(ep) < 3 else None                     # a line needs two points
         b = c.best_row
         has_best = b is not None and b["val_acc"] is not None
-        best = f" (best {100 * b['val_acc']:.2f} % @{b['epoch']})" if has_best else ""
+        best = f" (best.pt: {100 * b['val_acc']:.2f} % @{b['epoch']})" if has_best else ""
         ax_acc.plot(ep, series("val_acc", 100), color=col, marker=mk, label=f"{c.name} val{best}")
         ax_acc.plot(ep, series("train_acc", 100), color=col, ls="--", marker=mk, alpha=0.7, label=f"{c.name} train")
         ax_loss.plot(ep, series("val_loss"), color=col, marker=mk, label=f"{c.name} val")
