@@ -83,7 +83,7 @@ def enable_compile_cache() -> None:
     os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
 
 
-def _time_steps(step: Callable[[], None], steps: int, warmup: int = 2, budget_s: float = 20.0) -> float:
+def time_steps(step: Callable[[], None], steps: int, warmup: int = 2, budget_s: float = 20.0) -> float:
     """Seconds per step (median of ``steps`` after ``warmup``), stopping early past ``budget_s``."""
     for _ in range(warmup):
         step()
@@ -242,7 +242,7 @@ def autotune(model: nn.Module, arch: str, in_shape: tuple[int, int, int], batch:
                     + ("; ".join(why) or "it failed"))
                 continue
             fn = bare_step_fn(copy.deepcopy(model), x, y, channels_last=cl, bf16=bf)
-            results[name] = _time_steps(fn, steps)
+            results[name] = time_steps(fn, steps)
         best = min(results, key=results.get)
         if results[best] > results["fp32"] / (1 + MIN_GAIN):      # not clearly faster: keep the plain step
             best = "fp32"
