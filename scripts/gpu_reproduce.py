@@ -41,9 +41,9 @@ PAPER_CONFIGS = ("configs/i_mobilenetv2_fer2013.yaml", "configs/se_sepnet_fer201
 
 def sized_config(cfg, *, batch: int, device: str, epochs: int):
     """``cfg`` for the GPU: batch with LR scaling, AMP, channels_last, ``epochs`` with the
-    warm-up / step milestones scaled in proportion."""
+    warm-up / step milestones / early stopping scaled in proportion."""
+    from litefer.training.budget import scale_schedule
     c = copy.deepcopy(cfg)
-    paper_epochs = c.train.epochs
     if not c.optim.lr_base_batch:
         c.optim.lr_base_batch = c.train.batch_size
         c.optim.lr_scaling = "linear" if c.optim.name == "sgd" else "sqrt"
@@ -54,17 +54,7 @@ def sized_config(cfg, *, batch: int, device: str, epochs: int):
     c.train.channels_last = True
     c.train.progress = False
     c.train.deterministic = False
-    f = epochs / paper_epochs
-    c.train.epochs = int(epochs)
-    if c.sched.warmup_epochs:
-        c.sched.warmup_epochs = min(c.sched.warmup_epochs * f, max(c.train.epochs - 1, 0))
-    if c.sched.name == "step":
-        c.sched.step_size = max(1, round(c.sched.step_size * f))
-    if c.sched.milestones:
-        c.sched.milestones = sorted({max(1, round(m * f)) for m in c.sched.milestones})
-    if c.train.early_stopping:
-        c.train.early_stopping = max(2, round(c.train.early_stopping * f))
-    return c
+    return scale_schedule(c, epochs)
 
 
 def probe_images_per_s(cfg, data, steps_images: int, out: Path) -> float:

@@ -1,5 +1,5 @@
-"""``litefer train CONFIG [--set key=value ...] [--resume RUN] [--out DIR]``, ``litefer runs [DIR]`` and
-``litefer curves RUN...``."""
+"""``litefer train CONFIG [--set key=value ...] [--resume RUN] [--out DIR] [--budget 2h]``,
+``litefer runs [DIR]`` and ``litefer curves RUN...``."""
 from __future__ import annotations
 
 import sys
@@ -29,6 +29,11 @@ def register(app: typer.Typer) -> None:
         fold: Optional[str] = typer.Option(None, "--fold", help="With data.folds: one fold index (written to "
                                                                 "OUT/fold<K>), or 'all' (default) to train "
                                                                 "every fold (OUT/fold<K> and OUT/cv.json)."),
+        budget: Optional[str] = typer.Option(None, "--budget", metavar="DURATION",
+                                             help="Fit the run into this wall time (e.g. 2h, 90m, 1h30m): the "
+                                                  "speed here is measured before the first step and the epochs "
+                                                  "(at most the config's) sized to it; same as --set "
+                                                  "train.budget_hours=H."),
         no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars (epoch lines only)."),
         print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
     ) -> None:
@@ -48,6 +53,12 @@ def register(app: typer.Typer) -> None:
             config = config / "config.yaml"
         if no_progress:
             overrides.append("train.progress=false")
+        if budget is not None:
+            from litefer.training.budget import parse_duration
+            try:
+                overrides.append(f"train.budget_hours={parse_duration(budget)!r}")
+            except ValueError as exc:
+                raise fail(f"--budget: {exc}")
         try:
             cfg = load_config(config, overrides)
         except ConfigError as exc:

@@ -212,6 +212,11 @@ class TrainSection:
     device: str = "auto"
     #: stop after this many epochs without improvement of `monitor` (0: never)
     early_stopping: int = 0
+    #: wall-clock budget in hours (null: none).  Before the first step the trainer measures
+    #: this run's step and validation speed here and sets `epochs` to as many as fit (never
+    #: more than `epochs`), scaling warm-up, milestones and early stopping in proportion; the
+    #: run folder's config.yaml holds the sized schedule (see litefer.training.budget)
+    budget_hours: Optional[float] = None
     min_delta: float = 0.0
     monitor: str = field(default="val_acc", metadata=_choices(
         "val_acc", "val_loss", "val_mean_class_acc", "val_macro_f1"))
@@ -477,6 +482,7 @@ def validate(cfg: TrainConfig, where: str = "config") -> TrainConfig:
             raise err(f"must be positive, got {v}", key)
     for key, v in (("model.input_size", cfg.model.input_size), ("train.threads", cfg.train.threads),
                    ("optim.lr_base_batch", cfg.optim.lr_base_batch), ("train.grad_clip", cfg.train.grad_clip),
+                   ("train.budget_hours", cfg.train.budget_hours),
                    ("data.num_classes", cfg.data.num_classes)):
         if v is not None and v <= 0:
             raise err(f"must be positive (or null), got {v}", key)

@@ -247,6 +247,8 @@ def _load_resume(path: Path, cfg: TrainConfig, labels, log) -> dict:
     if raw.get("arch") != cfg.model.arch or list(raw.get("labels") or []) != list(labels):
         raise ConfigError(f"{path} is a {raw.get('arch')} over {raw.get('labels')}, this config trains "
                           f"{cfg.model.arch} over {list(labels)}", "--resume")
+    if cfg.train.budget_hours is not None:
+        _keep_sized_schedule(cfg, raw.get("config") or {}, log)
     changed = [k for k in diff_configs(raw.get("config") or {}, cfg.to_dict())
                if k not in ("out", "train.epochs", "train.workers", "train.device", "train.progress",
                             "train.tensorboard", "train.early_stopping", "train.checkpoint_minutes",
@@ -254,6 +256,21 @@ def _load_resume(path: Path, cfg: TrainConfig, labels, log) -> dict:
     if changed:
         log(f"[yellow]warning:[/] resuming with a config that differs from the checkpoint's in: {', '.join(changed)}")
     return raw
+
+
+def _keep_sized_schedule(cfg: TrainConfig, saved: dict, log) -> None:
+    """Resuming with ``train.budget_hours`` set: the run keeps the schedule it was sized to
+    when it started (its checkpoint's config), whatever this machine's speed now."""
+    from litefer.training.config import config_from_dict
+    try:
+        old = config_from_dict(saved)
+    except ConfigError:
+        return                                        # the config diff below names what differs
+    cfg.train.epochs, cfg.train.early_stopping, cfg.sched = old.train.epochs, old.train.early_stopping, old.sched
+    cfg.train.budget_hours = None
+    cfg.notes = old.notes
+    log(f"resuming: the run keeps its schedule of {cfg.train.epochs} epochs (train.budget_hours applies when "
+        "a run starts)")
 
 
 def _train(cfg: TrainConfig, device: torch.device, dinfo: D.DistInfo, out_dir, resume, data, max_epochs,
