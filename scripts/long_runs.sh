@@ -7,6 +7,8 @@
 #   scripts/long_runs.sh status   # litefer runs, the long runs only
 #   scripts/long_runs.sh stop     # SIGTERM: each run checkpoints and exits; waits for them
 #
+# BUDGET=2h30m sizes each run that starts (not one that resumes) to that wall time
+# (`litefer train --budget`: epochs measured to fit, so a run ends before the session does).
 # RUNS="name=config ..." replaces the list below (one entry per core at most: the machine
 # has 2; a third job makes every run and every timing slower); LONG_RUNS_DIR (default runs)
 # is where the run folders and logs go.
@@ -33,6 +35,7 @@ case "${1:-}" in
       else
         [ -f "$config" ] || { echo "$name: config $config not found" >&2; exit 2; }
         args=("$config" --out "$dir/$name"); what="starting"
+        if [ -n "${BUDGET:-}" ]; then args+=(--budget "$BUDGET"); what="starting ($BUDGET budget)"; fi
       fi
       echo "$name: $what (log: $dir/$name.log)"
       OMP_NUM_THREADS=1 nohup "$litefer" train "${args[@]}" --set train.threads=1 --no-progress \

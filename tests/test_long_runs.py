@@ -53,8 +53,8 @@ train: {epochs: 1, batch_size: 8, checkpoint_minutes: 10, progress: false, tenso
     assert bad.returncode == 2 and "missing.yaml not found" in bad.stderr
     assert _sh("bogus", env=env).returncode == 2
 
-    r = _sh("start", env=env)
-    assert r.returncode == 0 and "t: starting" in r.stdout, r.stderr
+    r = _sh("start", env={**env, "BUDGET": "3h"})            # a run that starts is sized to the budget
+    assert r.returncode == 0 and "t: starting (3h budget)" in r.stdout, r.stderr
     run = runs / "t"
     try:
         assert _wait(lambda: _status(run).get("state") == "running", 120), (runs / "t.log").read_text()
@@ -70,5 +70,7 @@ train: {epochs: 1, batch_size: 8, checkpoint_minutes: 10, progress: false, tenso
         assert _wait(lambda: _status(run).get("state") == "finished"), (runs / "t.log").read_text()
         log = (runs / "t.log").read_text()
         assert "resumed from" in log and json.loads((run / "result.json").read_text())["epochs_run"] == 1
+        assert "budget: 1 epoch (the config's maximum) to fit 3h00m" in log
+        assert "budget_hours: null" in (run / "config.yaml").read_text()
     finally:
         _sh("stop", env=env)

@@ -95,7 +95,7 @@ class BudgetPlan:
 
     def describe(self) -> str:
         cap = " (the config's maximum)" if self.epochs == self.max_epochs else f" of the config's {self.max_epochs}"
-        return (f"{self.epochs} epochs{cap} to fit {format_hours(self.budget_hours)}: "
+        return (f"{self.epochs} epoch{'' if self.epochs == 1 else 's'}{cap} to fit {format_hours(self.budget_hours)}: "
                 f"{self.train_images_per_s:.0f} training images/s measured here, "
                 f"~{self.epoch_s / 60:.1f} min an epoch with validation, ~{self.planned_s / 60:.0f} min planned")
 
