@@ -82,7 +82,7 @@ def _cfg(budget_hours, epochs=4):
 
 def test_measure_times_the_real_model():
     from fixtures.models import Tiny
-    tr, ev = B.measure(Tiny(num_classes=4, in_chans=1), None, (1, 24, 24), 16, 32, 4, torch.device("cpu"),
+    tr, ev = B.measure(Tiny(num_classes=4, in_chans=1), (1, 24, 24), 16, 32, 4, torch.device("cpu"),
                        channels_last=False, autocast=lambda: torch.autocast("cpu", enabled=False), steps=3)
     assert math.isfinite(tr) and math.isfinite(ev) and tr > 0 and ev > 0
 

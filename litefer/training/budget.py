@@ -22,9 +22,8 @@ from __future__ import annotations
 import copy
 import math
 import re
-import time
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -123,14 +122,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(model: nn.Module, criterion: Optional[nn.Module], in_shape: tuple[int, int, int], batch: int,
+def measure(model: nn.Module, in_shape: tuple[int, int, int], batch: int,
             eval_batch: int, num_classes: int, device: torch.device, *, channels_last: bool,
             autocast: Callable[[], object], steps: int = 5, budget_s: float = 15.0) -> tuple[float, float]:
     """(training images/s, evaluation images/s) of a copy of ``model`` on random tensors with
     the run's step options: forward + loss + backward + SGD step under ``autocast`` at
     ``batch``, and an fp32 forward without gradient at ``eval_batch`` (validation and test run
-    in fp32).  The run's model, optimizer and RNG are not touched."""
+    in fp32).  The run's model, optimizer and RNG are not touched.  Eager, even when the run
+    compiles its step (``train.compile``): the plan is then on the safe side."""
     rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
     try:
         m = copy.deepcopy(model).to(device)
         if channels_last:
@@ -164,6 +165,8 @@ def measure(model: nn.Module, criterion: Optional[nn.Module], in_shape: tuple[in
         return batch / t_train, eval_batch / t_eval
     finally:
         torch.set_rng_state(rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state(cuda_rng, device)
 
 
 def plan(budget_hours: float, *, train_images: int, val_images: int, test_images: int, max_epochs: int,

@@ -170,7 +170,8 @@ def build_run(cfg: TrainConfig, device: torch.device, dinfo: D.DistInfo, splits:
     use_amp = bool(tc.amp and cuda)
     amp_dtype = torch.bfloat16 if tc.amp_dtype == "bfloat16" else torch.float16
     if tc.budget_hours and checkpoint is None:
-        _size_to_budget(cfg, model, pre, splits, num_classes, device, dinfo, opts, use_amp, amp_dtype, log)
+        _size_to_budget(cfg, model, pre, splits, iters * tc.batch_size, num_classes, device, dinfo, opts, use_amp,
+                        amp_dtype, log)
     optimizer = build_optimizer(cfg, model, criterion.model_params())
     if dinfo.enabled and cfg.optim.lr_base_batch:
         lr = scaled_lr(cfg, dinfo.world_size)
@@ -187,11 +188,12 @@ def build_run(cfg: TrainConfig, device: torch.device, dinfo: D.DistInfo, splits:
         step_ddp=step_ddp, step_fn=step_fn, use_amp=use_amp, amp_dtype=amp_dtype, ema=ema)
 
 
-def _size_to_budget(cfg: TrainConfig, model: nn.Module, pre: dict, splits: DataSplits, num_classes: int,
-                    device: torch.device, dinfo: D.DistInfo, opts: StepOptions, use_amp: bool,
+def _size_to_budget(cfg: TrainConfig, model: nn.Module, pre: dict, splits: DataSplits, epoch_images: int,
+                    num_classes: int, device: torch.device, dinfo: D.DistInfo, opts: StepOptions, use_amp: bool,
                     amp_dtype: torch.dtype, log: Callable[[str], None]) -> None:
     """``train.budget_hours``: measure this run's step and validation speed here, then set the
-    epochs (and what counts in epochs) to what fits (:mod:`litefer.training.budget`)."""
+    epochs (and what counts in epochs) to what fits (:mod:`litefer.training.budget`).
+    ``epoch_images``: what one epoch steps through on this rank (oversampling included)."""
     from litefer.training import budget as B
     tc = cfg.train
     if device.type == "cuda":
@@ -199,11 +201,11 @@ def _size_to_budget(cfg: TrainConfig, model: nn.Module, pre: dict, splits: DataS
     else:
         autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(opts.bf16))  # noqa: E731
     eval_batch = tc.eval_batch_size or 2 * tc.batch_size
-    train_ips, eval_ips = B.measure(model, None, (pre["channels"], pre["size"], pre["size"]), tc.batch_size,
+    train_ips, eval_ips = B.measure(model, (pre["channels"], pre["size"], pre["size"]), tc.batch_size,
                                     eval_batch, num_classes, device, channels_last=bool(opts.channels_last),
                                     autocast=autocast)
     world = max(1, dinfo.world_size)              # under DDP every rank steps through its share
-    p = B.plan(float(tc.budget_hours), train_images=-(-len(splits.train) // world),
+    p = B.plan(float(tc.budget_hours), train_images=epoch_images,
                val_images=-(-len(splits.val) // world),
                test_images=-(-len(splits.test) // world) if splits.test is not None else 0,
                max_epochs=tc.epochs, train_images_per_s=train_ips, eval_images_per_s=eval_ips)
