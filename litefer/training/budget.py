@@ -124,7 +124,7 @@ def _sync(device: torch.device) -> None:
 
 def measure(model: nn.Module, in_shape: tuple[int, int, int], batch: int,
             eval_batch: int, num_classes: int, device: torch.device, *, channels_last: bool,
-            autocast: Callable[[], object], steps: int = 5, budget_s: float = 15.0) -> tuple[float, float]:
+            autocast: Callable[[], object], steps: int = 8, budget_s: float = 20.0) -> tuple[float, float]:
     """(training images/s, evaluation images/s) of a copy of ``model`` on random tensors with
     the run's step options: forward + loss + backward + SGD step under ``autocast`` at
     ``batch``, and an fp32 forward without gradient at ``eval_batch`` (validation and test run
@@ -160,7 +160,7 @@ def measure(model: nn.Module, in_shape: tuple[int, int, int], batch: int,
             with torch.no_grad():
                 m(xe)
             _sync(device)
-        t_train = time_steps(train_step, steps, warmup=2, budget_s=budget_s)
+        t_train = time_steps(train_step, steps, warmup=3, budget_s=budget_s)
         t_eval = time_steps(eval_step, steps, warmup=1, budget_s=budget_s / 3)
         return batch / t_train, eval_batch / t_eval
     finally:
