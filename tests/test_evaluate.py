@@ -116,6 +116,11 @@ def test_tta_changes_nothing_for_a_mirror_symmetric_image():
     got = predict_proba(net, imgs, PRE, tta=True)
     np.testing.assert_allclose(got, expect, atol=1e-6)
     assert not np.allclose(got, predict_proba(net, imgs, PRE), atol=1e-4)
+    # mirror=True classifies the mirrors only: the second half of TTA, for callers that need both
+    np.testing.assert_allclose(predict_proba(net, imgs, PRE, mirror=True), predict_proba(net, mirrored, PRE),
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="exclusive"):
+        predict_proba(net, imgs, PRE, tta=True, mirror=True)
 
 
 def test_ferplus8_model_on_fer2013_data(tmp_path):

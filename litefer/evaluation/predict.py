@@ -90,10 +90,13 @@ def _is_channels_last(model: nn.Module) -> bool:
 @torch.no_grad()
 def predict_proba(model: nn.Module, images: np.ndarray | Sequence[np.ndarray], preprocess: dict,
                   batch_size: int = EVAL_BATCH, tta: bool = False,
-                  device: str | torch.device | None = "cpu", memory_format: str = "auto") -> np.ndarray:
+                  device: str | torch.device | None = "cpu", memory_format: str = "auto",
+                  mirror: bool = False) -> np.ndarray:
     """Softmax probabilities ``(N, C)`` (float32) of ``model`` over uint8 face images.
 
     ``tta``: average the probabilities of each image and its horizontal mirror.
+    ``mirror``: classify the mirrored images only (``0.5 * (plain + mirrored)`` is exactly
+    what ``tta`` returns, so a caller that wants both views pays for each once).
     ``memory_format``: ``"auto"`` runs a CPU model over ``EVAL_BATCH`` images or more
     channels-last where that is measured to be faster and equal in output
     (:mod:`litefer.evaluation.layout`; a model already in channels-last stays so),
@@ -104,6 +107,8 @@ def predict_proba(model: nn.Module, images: np.ndarray | Sequence[np.ndarray], p
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if tta and mirror:
+        raise ValueError("predict_proba: tta and mirror are exclusive (tta already includes the mirror)")
     if memory_format not in ("auto", "channels_last", "contiguous"):
         raise ValueError(f"memory_format must be auto, channels_last or contiguous, not {memory_format!r}")
     pre = _check_preprocess(preprocess)
@@ -123,6 +128,8 @@ def predict_proba(model: nn.Module, images: np.ndarray | Sequence[np.ndarray], p
     try:
         for start in range(0, n, batch_size):
             x = torch.stack([tf(images[i]) for i in range(start, min(start + batch_size, n))]).to(dev)
+            if mirror:
+                x = torch.flip(x, dims=[3])
             x = x.contiguous(memory_format=fmt)
             p = torch.softmax(model(x).float(), dim=1)
             if tta:

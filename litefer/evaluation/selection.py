@@ -5,7 +5,9 @@ without mirrored faces, scored from one pass per checkpoint and view.
 >>> rows = compare_ensembles(["runs/a/best.pt", "runs/b/best.pt"], arrays)   # arrays: PublicTest
 >>> best = rows[0]        # sorted: accuracy, then fewer members, then no flip
 
-Each checkpoint is evaluated once plain and once with flip TTA; an ensemble's probabilities
+Each checkpoint is loaded once and run once on the faces and once on their mirrors; its flip-TTA
+probabilities are the mean of the two (what ``evaluate(tta=True)`` computes, without paying for
+the plain pass twice).  An ensemble's probabilities
 are the mean of its members' (the same numbers :class:`litefer.models.ensemble.Ensemble`
 computes, so ``litefer combine`` of the chosen subset gives the same accuracy, up to float
 rounding on exact ties).  Use it on a validation split only: the point is to leave the
@@ -43,7 +45,7 @@ def score_subsets(probs: dict[bool, list[np.ndarray]], y_true: np.ndarray, label
 def compare_ensembles(checkpoints: Sequence[str | Path], arrays, names: Sequence[str] | None = None,
                       batch_size: int = 64) -> list[dict[str, Any]]:
     """:func:`score_subsets` for trained checkpoints on ``arrays`` (a validation split)."""
-    from litefer.evaluation.predict import evaluate
+    from litefer.evaluation.predict import evaluate, load_for_eval, predict_proba
 
     if not checkpoints:
         raise ValueError("compare_ensembles: give at least one checkpoint")
@@ -53,12 +55,14 @@ def compare_ensembles(checkpoints: Sequence[str | Path], arrays, names: Sequence
     probs: dict[bool, list[np.ndarray]] = {False: [], True: []}
     first = None
     for ckpt in checkpoints:
-        for flip in (False, True):
-            res = evaluate(ckpt, arrays, batch_size=batch_size, tta=flip)
-            if first is None:
-                first = res
-            elif res.model_labels != first.model_labels:
-                raise ValueError(f"{ckpt}: labels {res.model_labels} differ from {checkpoints[0]}'s "
-                                 f"{first.model_labels}")
-            probs[flip].append(res.probs)
+        model, meta = load_for_eval(ckpt)
+        res = evaluate(model, arrays, batch_size=batch_size, preprocess=meta.preprocess, labels=meta.labels)
+        if first is None:
+            first = res
+        elif res.model_labels != first.model_labels:
+            raise ValueError(f"{ckpt}: labels {res.model_labels} differ from {checkpoints[0]}'s "
+                             f"{first.model_labels}")
+        mirrored = predict_proba(model, arrays.images, meta.preprocess, batch_size=batch_size, mirror=True)
+        probs[False].append(res.probs)
+        probs[True].append((0.5 * (res.probs + mirrored)).astype(np.float32))
     return score_subsets(probs, first.y_true, first.labels, first.mapping, names)
