@@ -353,3 +353,27 @@ def test_cli_models_lists_every_model():
     assert res.exit_code == 0 and "mini_xception" in res.output and "0.006" in res.output
     bad = CliRunner().invoke(app, ["models", "mobilenet"])
     assert bad.exit_code == 2 and "Did you mean" in bad.output
+
+
+def test_cli_help_lists_each_command_on_one_line_when_wide():
+    """Docstrings wrap at 110 columns in the source; the command list must re-flow them, not
+    keep the source's line breaks (each description was cut into ragged lines before)."""
+    from typer.testing import CliRunner
+
+    from litefer.cli import app
+    res = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "400"})
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    start = next(i for i, line in enumerate(lines) if "Commands" in line)
+    panel = []
+    for line in lines[start + 1:]:
+        if line.startswith("╰"):
+            break
+        panel.append(line.strip("│").rstrip())
+    # a command's row starts " name"; a wrapped description's next row starts with spaces
+    assert [row for row in panel if not row.startswith(" ") or row.startswith("  ")] == []
+    panel = [row.strip() for row in panel]
+    names = [row.split()[0] for row in panel]
+    assert {"predict", "train", "combine", "export", "moodplayer", "data"} <= set(names)
+    combine = next(row for row in panel if row.startswith("combine"))
+    assert "mean of the members'" in combine and combine.endswith("like any other checkpoint.")

@@ -15,6 +15,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # docstrings are wrapped in the source: markdown re-flows them (and renders `code`)
+    rich_markup_mode="markdown",
 )
 
 #: command modules, in help order
