@@ -7,6 +7,7 @@ breaks links to them; this catches it.
 from __future__ import annotations
 
 import re
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,11 @@ LINK = re.compile(r"\]\(([^)\s]+)\)")
 FENCE = re.compile(r"^```.*?^```", re.S | re.M)
 
 
+def without_code_blocks(text: str) -> str:
+    """The text with fenced code blocks blanked; their line breaks kept, so line numbers stay."""
+    return FENCE.sub(lambda m: "\n" * m.group(0).count("\n"), text)
+
+
 def github_slug(heading: str) -> str:
     """GitHub's anchor for a markdown heading: lower case, punctuation dropped, spaces to '-'."""
     text = re.sub(r"`", "", heading.strip().lower())
@@ -24,11 +30,12 @@ def github_slug(heading: str) -> str:
     return text.replace(" ", "-")
 
 
+@cache
 def anchors(path: Path) -> set[str]:
     """The anchors of a markdown file's headings (outside code fences); repeats get -1, -2, ..."""
     seen: dict[str, int] = {}
     out = set()
-    for line in FENCE.sub("", path.read_text(encoding="utf-8")).splitlines():
+    for line in without_code_blocks(path.read_text(encoding="utf-8")).splitlines():
         m = re.match(r"#{1,6}\s+(.*)", line)
         if not m:
             continue
@@ -48,8 +55,7 @@ def test_slug_matches_github_on_known_headings():
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(REPO)))
 def test_relative_links_and_anchors_resolve(doc: Path):
-    # code blocks blanked, their line breaks kept, so line numbers stay right
-    text = FENCE.sub(lambda m: "\n" * m.group(0).count("\n"), doc.read_text(encoding="utf-8"))
+    text = without_code_blocks(doc.read_text(encoding="utf-8"))
     broken = []
     for m in LINK.finditer(text):
         link = m.group(1)
