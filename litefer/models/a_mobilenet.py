@@ -39,47 +39,28 @@ from __future__ import annotations
 import torch.nn as nn
 
 from litefer.models._registry import register_model
-from litefer.models.layers import (CBAM, ConvBNAct, DepthwiseSeparable, FERNet, check_build_args,
-                                   init_weights)
+from litefer.models.baselines import MBV1_CFG, MobileNetV1
 
 PAPER = "A-MobileNet (Nan et al., Alexandria Eng. J. 2022)"
 
-#: (pointwise output channels, depthwise stride) of the 13 depthwise-separable layers
-CFG = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
-       (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1))
+#: the 13 depthwise-separable layers are MobileNetV1's: (pointwise output channels, depthwise stride)
+CFG = MBV1_CFG
 #: indices into CFG after which CBAM is inserted (the paper's Table 1): the 128 -> 256
 #: pointwise conv (28x28x256), the 256 -> 512 one (14x14x512), the end of the 5x block,
 #: the last 1024 -> 1024 one (7x7x1024)
 CBAM_AFTER = (3, 5, 10, 12)
 
 
-class AMobileNet(FERNet):
+class AMobileNet(MobileNetV1):
+    """MobileNetV1 with a linear depthwise output, ReLU6 after the stem and every pointwise
+    conv, CBAM after the four layers of ``cbam_after`` and dropout 0.5 before the classifier."""
+
+    name = "a_mobilenet"
+
     def __init__(self, num_classes: int = 7, in_chans: int = 3, width: float = 1.0,
                  cbam_after=CBAM_AFTER, cbam_reduction: int = 16, drop_rate: float = 0.5):
-        super().__init__()
-        check_build_args("a_mobilenet", num_classes, in_chans)
-        bad = [i for i in cbam_after if not 0 <= i < len(CFG)]
-        if bad:
-            raise ValueError(f"a_mobilenet: cbam_after indices must be in 0..{len(CFG) - 1}, got {bad}")
-        ch = lambda c: max(8, int(c * width))  # noqa: E731
-        self.in_chans, self.num_classes = in_chans, num_classes
-        layers, c = [ConvBNAct(in_chans, ch(32), 3, 2, act=nn.ReLU6)], ch(32)
-        for i, (out, s) in enumerate(CFG):
-            layers.append(DepthwiseSeparable(c, ch(out), 3, s, dw_act=None, pw_act=nn.ReLU6))
-            c = ch(out)
-            if i in cbam_after:
-                layers.append(CBAM(c, cbam_reduction))
-        self.body = nn.Sequential(*layers)
-        self.num_features = c
-        self.drop = nn.Dropout(drop_rate)
-        self.classifier = nn.Linear(c, num_classes)
-        init_weights(self)
-
-    def _features(self, x):
-        return self.body(x).mean((2, 3))
-
-    def forward_head(self, f):
-        return self.classifier(self.drop(f))
+        super().__init__(num_classes, in_chans, width=width, drop_rate=drop_rate, act=nn.ReLU6,
+                         dw_act=None, cbam_after=cbam_after, cbam_reduction=cbam_reduction)
 
 
 @register_model("a_mobilenet", paper=PAPER, default_input=(3, 224), paper_params=3.4,

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 import torchvision.models as tvm
 
 from litefer.models._registry import register_model
-from litefer.models.layers import (ConvBNAct, DepthwiseSeparable, FERNet, SeparableConv2d,
+from litefer.models.layers import (CBAM, ConvBNAct, DepthwiseSeparable, FERNet, SeparableConv2d,
                                    check_build_args, init_weights)
 
 
@@ -127,16 +127,31 @@ MBV1_CFG = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
 
 
 class MobileNetV1(FERNet):
+    """MobileNetV1 (Howard et al., 2017, Table 1) for ``num_classes`` expressions.
+
+    ``dw_act`` / ``act``: the depthwise and the stem/pointwise activations (``dw_act=None``
+    makes the depthwise output linear); ``cbam_after``: indices into ``MBV1_CFG`` after whose
+    pointwise conv a CBAM is inserted.  The defaults are plain MobileNetV1 (ReLU everywhere, no
+    attention); A-MobileNet (``litefer.models.a_mobilenet``) is this network configured."""
+
+    name = "mobilenet_v1"
+
     def __init__(self, num_classes: int = 7, in_chans: int = 3, width: float = 1.0,
-                 drop_rate: float = 0.0):
+                 drop_rate: float = 0.0, act=nn.ReLU, dw_act=nn.ReLU, cbam_after=(),
+                 cbam_reduction: int = 16):
         super().__init__()
-        check_build_args("mobilenet_v1", num_classes, in_chans)
+        check_build_args(self.name, num_classes, in_chans)
+        bad = [i for i in cbam_after if not 0 <= i < len(MBV1_CFG)]
+        if bad:
+            raise ValueError(f"{self.name}: cbam_after indices must be in 0..{len(MBV1_CFG) - 1}, got {bad}")
         ch = lambda c: max(8, int(c * width))  # noqa: E731
         self.in_chans, self.num_classes = in_chans, num_classes
-        layers, c = [ConvBNAct(in_chans, ch(32), 3, 2)], ch(32)
-        for out, s in MBV1_CFG:
-            layers.append(DepthwiseSeparable(c, ch(out), 3, s))
+        layers, c = [ConvBNAct(in_chans, ch(32), 3, 2, act=act)], ch(32)
+        for i, (out, s) in enumerate(MBV1_CFG):
+            layers.append(DepthwiseSeparable(c, ch(out), 3, s, dw_act=dw_act, pw_act=act))
             c = ch(out)
+            if i in cbam_after:
+                layers.append(CBAM(c, cbam_reduction))
         self.body = nn.Sequential(*layers)
         self.num_features = c
         self.drop = nn.Dropout(drop_rate)
