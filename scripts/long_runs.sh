@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The project's long CPU training runs, as one queue in the background: the runs go one after
-# another, each on all the machine's cores (measured here: two one-thread runs side by side
-# finish no sooner than the same runs in turn on two threads, and every timing is false while
-# they share the CPU). Each run writes runs/<name>/ (last.pt every 10 min and on SIGTERM) and
+# another, each on all the machine's cores (on this 2-vCPU machine two one-thread runs side by
+# side gave no measured gain in total, and made every speed measurement of both false; see
+# docs/training.md). Each run writes runs/<name>/ (last.pt every 10 min and on SIGTERM) and
 # runs/<name>.log; the queue's own log is runs/long_runs.log. Run it from anywhere; paths are
 # relative to the repository.
 #
@@ -65,7 +65,7 @@ case "${1:-}" in
     [ "$first" = 0 ] || { echo "nothing to run: every run has finished"; exit 0; }
     nohup bash "${BASH_SOURCE[0]}" _queue "$dir" >> "$dir/long_runs.log" 2>&1 &
     ;;
-  _queue)   # the queue itself (started by `start`): each run in turn, in this process's foreground
+  _queue)   # the queue itself (started by `start`): each run in turn, waited for before the next
     child=""; stopping=0
     trap 'stopping=1; [ -z "$child" ] || kill -TERM "$child" 2>/dev/null || true' TERM INT
     for entry in $RUNS; do
