@@ -99,7 +99,16 @@ case "${1:-}" in
     ;;
   stop)
     q="$(queue_pid)"
-    [ -n "$q" ] || { echo "queue: not running"; exit 0; }
+    if [ -z "$q" ]; then   # no queue: still stop a listed run that was started by hand
+      echo "queue: not running"
+      for entry in $RUNS; do
+        name="${entry%%=*}"; pid="$(pid_of "$name")"
+        [ -n "$pid" ] || continue
+        echo "$name: SIGTERM to $pid (it checkpoints, then exits)"; kill -TERM "$pid"
+        while kill -0 "$pid" 2>/dev/null; do sleep 1; done
+      done
+      exit 0
+    fi
     echo "queue: SIGTERM to $q (the current run checkpoints, then exits)"
     kill -TERM "$q"
     while kill -0 "$q" 2>/dev/null; do sleep 1; done

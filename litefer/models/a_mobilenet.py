@@ -39,15 +39,13 @@ from __future__ import annotations
 import torch.nn as nn
 
 from litefer.models._registry import register_model
-from litefer.models.baselines import MBV1_CFG, MobileNetV1
+from litefer.models.baselines import MobileNetV1
 
 PAPER = "A-MobileNet (Nan et al., Alexandria Eng. J. 2022)"
 
-#: the 13 depthwise-separable layers are MobileNetV1's: (pointwise output channels, depthwise stride)
-CFG = MBV1_CFG
-#: indices into CFG after which CBAM is inserted (the paper's Table 1): the 128 -> 256
-#: pointwise conv (28x28x256), the 256 -> 512 one (14x14x512), the end of the 5x block,
-#: the last 1024 -> 1024 one (7x7x1024)
+#: indices into MobileNetV1's 13 depthwise-separable layers (``MBV1_CFG``) after which CBAM is
+#: inserted (the paper's Table 1): the 128 -> 256 pointwise conv (28x28x256), the 256 -> 512
+#: one (14x14x512), the end of the 5x block, the last 1024 -> 1024 one (7x7x1024)
 CBAM_AFTER = (3, 5, 10, 12)
 
 
