@@ -90,9 +90,26 @@ class Ensemble(FERNet):
 
     def forward_head(self, f: torch.Tensor) -> torch.Tensor:
         heads = list(self.members) * (2 if self.flip else 1)
-        logp = [torch.log_softmax(m.forward_head(part), dim=1)
-                for m, part in zip(heads, torch.split(f, self._widths, dim=1))]
+        return self._mean_softmax([m.forward_head(part) for m, part in zip(heads, torch.split(f, self._widths, dim=1))])
+
+    @staticmethod
+    def _mean_softmax(logits: list[torch.Tensor]) -> torch.Tensor:
+        logp = [torch.log_softmax(z, dim=1) for z in logits]
         return torch.logsumexp(torch.stack(logp), dim=0) - math.log(len(logp))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # forward_head(forward_features(x)), computed through each member's own forward, so a
+        # member whose forward is faster than its features-then-head (mini-Xception's
+        # conv3x3 -> GAP) keeps that speed inside the ensemble and its ONNX export
+        self._check_input(x)
+        if not self.flip:
+            return self._mean_softmax([m(x) for m in self.members])
+        xf = torch.flip(x, dims=(3,))
+        if self.training:   # separate passes, as in _features
+            return self._mean_softmax([m(x) for m in self.members] + [m(xf) for m in self.members])
+        n = x.shape[0]
+        both = [m(torch.cat([x, xf])) for m in self.members]
+        return self._mean_softmax([z[:n] for z in both] + [z[n:] for z in both])
 
 
 @register_model("ensemble", paper="litefer: model averaging (not from the papers)", default_input=(1, 48),
