@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -33,22 +32,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
-
-
-def cpu_info() -> str:
-    model, flags = platform.processor() or "?", ""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        for line in text.splitlines():
-            if line.startswith("model name") and model in ("?", "", "x86_64"):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                have = set(line.split(":", 1)[1].split())
-                flags = " ".join(sorted(f for f in have if f.startswith(("avx", "amx", "fma"))))
-                break
-    except OSError:
-        pass
-    return f"{model} ({os.cpu_count()} logical cores; {flags or 'flags unknown'})"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_models import env_info  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,11 +94,11 @@ def main(argv: list[str] | None = None) -> int:
                      "speedup_min": min(ratios), "speedup_max": max(ratios),
                      "max_abs_prob_diff_vs_first": diffs[i]})
 
-    import onnxruntime
-    env = {"cpu": cpu_info(), "onnxruntime": onnxruntime.__version__, "python": platform.python_version(),
-           "threads": args.threads, "batch": args.batch, "rounds": args.rounds, "calls": args.calls,
-           "loadavg_start": load0, "loadavg_end": load1, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-    print(f"CPU: {env['cpu']}; onnxruntime {env['onnxruntime']}; {args.threads} thread(s), batch {args.batch}; "
+    env = {**env_info(), "threads": args.threads, "batch": args.batch, "rounds": args.rounds, "calls": args.calls,
+           "loadavg_start": load0, "loadavg_end": load1}
+    cpu = env["cpu"]
+    print(f"CPU: {cpu['model']} ({cpu['logical_cores']} logical cores; {' '.join(cpu.get('simd', []))}); "
+          f"onnxruntime {env['onnxruntime']}; {args.threads} thread(s), batch {args.batch}; "
           f"{args.rounds} rounds of {args.calls} calls per file, interleaved; load average "
           f"{load0[0]:.2f} at start, {load1[0]:.2f} at end.\n")
     print("| file | arch | median ms per call | fastest round | speed-up vs first (min – max per round) "
