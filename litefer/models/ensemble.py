@@ -16,8 +16,9 @@ also over each member's answer for the left-right mirrored face), so ``softmax(o
 exactly that mean.  ``forward_features`` concatenates the members' embeddings (each
 member's, then with ``flip`` each member's for the mirrored face) and ``forward_head``
 splits them back, so the FERNet contract holds; the embedding is only meaningful as that
-concatenation. ``forward`` computes the same output through each member's own ``forward``
-(for mini-Xception a cheaper route than its features and head, so the export is leaner).  All members must share the input (channels, size) and the label set.
+concatenation.  ``forward`` computes the same output through each member's own ``forward``
+(for mini-Xception a cheaper route than its features and head, so the export is leaner).
+All members must share the input (channels, size) and the label set.
 """
 from __future__ import annotations
 
