@@ -68,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     x = np.random.default_rng(0).standard_normal((args.batch, c, s, s)).astype(np.float32)
 
     ref = backends[0].predict(x)
-    diffs = [float(np.abs(b.predict(x) - ref).max()) if b.predict(x).shape == ref.shape else float("inf")
-             for b in backends]
+    outs = [b.predict(x) for b in backends]
+    diffs = [float(np.abs(o - ref).max()) if o.shape == ref.shape else float("inf") for o in outs]
     for b in backends:
         for _ in range(args.warmup):
             b.predict(x)

@@ -77,22 +77,27 @@ class Ensemble(FERNet):
         self.num_features = sum(self._widths)
         self.native_size = built[0].default_input[1]
 
-    def _features(self, x: torch.Tensor) -> torch.Tensor:
+    def _per_view(self, run, x: torch.Tensor) -> list[torch.Tensor]:
+        """``run(member, batch)`` for each member on ``x`` and then, with ``flip``, on its mirror
+        image: one output per (view, member), the face's members first."""
         if not self.flip:
-            return torch.cat([m.forward_features(x) for m in self.members], dim=1)
+            return [run(m, x) for m in self.members]
         xf = torch.flip(x, dims=(3,))
         if self.training:   # separate passes: a joint batch would mix the two views' BatchNorm statistics
-            feats = [m.forward_features(x) for m in self.members] + [m.forward_features(xf) for m in self.members]
-            return torch.cat(feats, dim=1)
+            return [run(m, x) for m in self.members] + [run(m, xf) for m in self.members]
         # inference: each member sees the face and its mirror image in one batch (half the passes:
         # the fer2013 bundle ran 1.19x faster so at batch 1, eager and in ONNX Runtime alike)
         n = x.shape[0]
-        both = [m.forward_features(torch.cat([x, xf])) for m in self.members]
-        return torch.cat([f[:n] for f in both] + [f[n:] for f in both], dim=1)
+        both = [run(m, torch.cat([x, xf])) for m in self.members]
+        return [o[:n] for o in both] + [o[n:] for o in both]
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat(self._per_view(lambda m, b: m.forward_features(b), x), dim=1)
 
     def forward_head(self, f: torch.Tensor) -> torch.Tensor:
         heads = list(self.members) * (2 if self.flip else 1)
-        return self._mean_softmax([m.forward_head(part) for m, part in zip(heads, torch.split(f, self._widths, dim=1))])
+        return self._mean_softmax([m.forward_head(part)
+                                   for m, part in zip(heads, torch.split(f, self._widths, dim=1))])
 
     @staticmethod
     def _mean_softmax(logits: list[torch.Tensor]) -> torch.Tensor:
@@ -104,14 +109,7 @@ class Ensemble(FERNet):
         # member whose forward is faster than its features-then-head (mini-Xception's
         # conv3x3 -> GAP) keeps that speed inside the ensemble and its ONNX export
         self._check_input(x)
-        if not self.flip:
-            return self._mean_softmax([m(x) for m in self.members])
-        xf = torch.flip(x, dims=(3,))
-        if self.training:   # separate passes, as in _features
-            return self._mean_softmax([m(x) for m in self.members] + [m(xf) for m in self.members])
-        n = x.shape[0]
-        both = [m(torch.cat([x, xf])) for m in self.members]
-        return self._mean_softmax([z[:n] for z in both] + [z[n:] for z in both])
+        return self._mean_softmax(self._per_view(lambda m, b: m(b), x))
 
 
 @register_model("ensemble", paper="litefer: model averaging (not from the papers)", default_input=(1, 48),
