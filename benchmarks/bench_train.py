@@ -7,7 +7,9 @@ For each model (at its config's training input, on real FER2013 / FER+ faces):
 (a) **bare step**: forward + loss + backward + optimizer step of the config's model, loss
     and optimizer on random tensors already in memory — the ceiling — in fp32, with
     channels_last, and (where the CPU has AVX512-BF16 / AMX) with bf16 autocast; with
-    ``--compile`` also ``torch.compile``;
+    ``--compile`` also ``torch.compile``; with ``--micro`` also channels_last (and bf16 +
+    channels_last) with each batch in slices, gradients accumulated (``train.micro_batch``;
+    add ``--set train.micro_batch=auto`` to let (b) choose it too);
 (b) **litefer train** end to end (this tree): one epoch over ``--images`` training faces,
     training images/s as the trainer logs it (data, augmentation, step; the step options
     it chose by measurement), and the epoch time with validation on ``--val-images``;
@@ -106,19 +108,25 @@ def real_data(cfg, n_train: int, n_val: int, seed: int = 0):
     return c, DataSplits(tr, va, None, {**full.info, "n_train": len(tr), "n_val": len(va), "n_test": 0})
 
 
-def bare_steps(cfg, num_classes: int, batches: int, compile_: bool) -> dict:
-    """images/s of the config's model + loss + optimizer on random tensors, per variant."""
+def bare_steps(cfg, num_classes: int, batches: int, compile_: bool, micro: bool = False) -> dict:
+    """images/s of the config's model + loss + optimizer on random tensors, per variant
+    (``name/N``: the batch in slices of N, gradients accumulated)."""
     import torch
     from litefer.training.build import _Step, build_criterion, build_model, build_optimizer
-    from litefer.training.speed import cpu_has_bf16, vet_in_child
+    from litefer.training.speed import batch_slices, cpu_has_bf16, micro_batch_candidates, vet_in_child
     bs = cfg.train.batch_size
     out = {}
-    variants = [("fp32", False, False, False), ("channels_last", True, False, False)]
+    variants = [("fp32", False, False, False, 0), ("channels_last", True, False, False, 0)]
     if cpu_has_bf16():
-        variants += [("bf16", False, True, False), ("bf16+channels_last", True, True, False)]
+        variants += [("bf16", False, True, False, 0), ("bf16+channels_last", True, True, False, 0)]
     if compile_:
-        variants += [("compile+channels_last", True, False, True)]
-    for name, cl, bf, comp in variants:
+        variants += [("compile+channels_last", True, False, True, 0)]
+    if micro:
+        for mb in micro_batch_candidates(bs):
+            variants += [(f"channels_last/{mb}", True, False, False, mb)]
+            if cpu_has_bf16():
+                variants += [(f"bf16+channels_last/{mb}", True, True, False, mb)]
+    for name, cl, bf, comp, mb in variants:
         torch.manual_seed(0)
         model, pre = build_model(cfg, num_classes)
         crit = build_criterion(cfg, num_classes, getattr(model, "num_features", None), np.ones(num_classes))
@@ -136,13 +144,14 @@ def bare_steps(cfg, num_classes: int, batches: int, compile_: bool) -> dict:
         step = _Step(model, crit).train()
         fn = torch.compile(step) if comp else step
 
-        def one():
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf):
-                loss, _, _ = fn(x, y)
+        def one(parts=batch_slices(bs, mb)):
             opt.zero_grad(set_to_none=True)
             if cen is not None:
                 cen.zero_grad(set_to_none=True)
-            loss.backward()
+            for s in parts:
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf):
+                    loss, _, _ = fn(x[s], y[s], y) if len(parts) > 1 else fn(x, y)
+                (loss * (len(y[s]) / bs)).backward()
             opt.step()
             if cen is not None:
                 cen.step()
@@ -200,6 +209,7 @@ def main(argv=None) -> int:
     ap.add_argument("--baseline", default=BASELINE, help="commit of the old trainer")
     ap.add_argument("--no-baseline", action="store_true", help="skip (c)")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (minutes of warm-up)")
+    ap.add_argument("--micro", action="store_true", help="also time the bare step with the batch in slices")
     ap.add_argument("--set", action="append", default=[], help="extra config override for every model")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--bf16-parity-epochs", type=int, default=0,
@@ -231,7 +241,7 @@ def main(argv=None) -> int:
         cfg, data = real_data(cfg, args.images, args.val_images)
         k = len(data.train.labels)
         r = {"config": MODELS[name][0], "batch": cfg.train.batch_size, "dataset": cfg.data.dataset}
-        r["bare"] = bare_steps(cfg, k, args.bare_steps, args.compile)
+        r["bare"] = bare_steps(cfg, k, args.bare_steps, args.compile, args.micro)
         r["new"] = run_trainer(new_trainer.train, cfg, data, tmp / f"{name}-new")
         log(f"  litefer train: {r['new']['images_per_s']:.1f} img/s ({r['new'].get('step_options')})")
         if old is not None:
@@ -240,7 +250,7 @@ def main(argv=None) -> int:
         so = r["new"].get("step_options") or {}
         chosen = ("bf16" if so.get("bf16") else "") + ("+" if so.get("bf16") and so.get("channels_last") else "") + \
             ("channels_last" if so.get("channels_last") else "")
-        chosen = chosen or "fp32"
+        chosen = (chosen or "fp32") + (f"/{so['micro_batch']}" if so.get("micro_batch") else "")
         r["bare_chosen"] = chosen
         bare_ref = r["bare"].get(chosen, r["bare"]["fp32"]).get("images_per_s") or r["bare"]["fp32"]["images_per_s"]
         r["efficiency"] = r["new"]["images_per_s"] / bare_ref
@@ -271,6 +281,11 @@ def main(argv=None) -> int:
               f"{f(b, 'bf16+channels_last')} | {r['bare_chosen']} | {r['new']['images_per_s']:.0f} | — | — | ",
               end="")
         print(f"{100 * r['efficiency']:.0f} % | {r['fer2013_epoch_min']:.1f} |")
+    sliced = {n: {k: v for k, v in r["bare"].items() if "/" in k} for n, r in rows.items()}
+    if any(sliced.values()):
+        print("\nbare step with the batch in slices (`name/N`: slices of N samples, gradients accumulated):\n")
+        for n, d in sliced.items():
+            print(f"- {n}: " + ", ".join(f"{k} {f(d, k)}" for k in d) + " img/s")
     par = {n: r["bf16_parity"] for n, r in rows.items() if "bf16_parity" in r}
     if par:
         print(f"\nbf16 parity ({args.bf16_parity_epochs} epochs on {args.images} faces, validation on "

@@ -11,7 +11,7 @@ from conftest import free_port
 TINY = "litefer_test_ddp_tiny"
 
 
-def _worker(rank: int, world: int, port: int, out: str) -> None:
+def _worker(rank: int, world: int, port: int, out: str, micro_batch: int = 0) -> None:
     torch.set_num_threads(1)
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -24,7 +24,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         "model": {"arch": TINY, "kwargs": {"drop_rate": 0.2}},
         "optim": {"name": "sgd", "lr": 0.05},
         "loss": {"center": {"weight": 0.01}, "cosine_harmony": {"weight": 0.1}},
-        "train": {"epochs": 2, "batch_size": 16, "progress": False},
+        "train": {"epochs": 2, "batch_size": 16, "progress": False, "micro_batch": micro_batch},
         "aug": {"rotation": 10, "erasing": 0.3}}, name="ddp")
     res = train(cfg, out_dir=out, quiet=rank != 0)
     assert torch.distributed.is_available() and not torch.distributed.is_initialized()   # torn down
@@ -33,11 +33,13 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
 
 
 @pytest.mark.timeout(300)
-def test_two_process_gloo_training_keeps_ranks_identical(tmp_path):
+@pytest.mark.parametrize("micro_batch", [0, 6], ids=["whole-batches", "batches-in-slices"])
+def test_two_process_gloo_training_keeps_ranks_identical(tmp_path, micro_batch):
+    """Also with ``train.micro_batch`` (the gradient all-reduced once, after the last slice)."""
     if not torch.distributed.is_available():
         pytest.skip("torch.distributed not available")
     import torch.multiprocessing as mp
-    mp.start_processes(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
+    mp.start_processes(_worker, args=(2, free_port(), str(tmp_path), micro_batch), nprocs=2, start_method="spawn")
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     for k in r0["state"]:
@@ -53,3 +55,4 @@ def test_two_process_gloo_training_keeps_ranks_identical(tmp_path):
     assert all(torch.equal(state[k], r0["state"][k]) for k in state)
     last = torch.load(tmp_path / "last.pt", weights_only=True)
     assert last["training_state"]["world_size"] == 2 and len(last["training_state"]["rng_per_rank"]) == 2
+    assert last["training_state"]["step_options"]["micro_batch"] == micro_batch

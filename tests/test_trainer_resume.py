@@ -240,3 +240,13 @@ def test_run_folder_stopped_before_its_first_step_starts_again(tmp_path):
     assert "resumed from" not in r.output
     assert json.loads(r.stdout.strip().splitlines()[-1])["epochs_run"] == 3
     assert (run / "last.pt").is_file() and (run / "best.pt").is_file()
+
+
+def test_sliced_batches_resume_exactly(tmp_path):
+    """``train.micro_batch``: a run stopped mid-epoch resumes to the run that never stopped
+    (BatchNorm per slice, dropout and augmentation included)."""
+    straight = train(_cfg(micro_batch=6), out_dir=tmp_path / "straight", quiet=True)
+    with pytest.raises(TrainingInterrupted):
+        train(_cfg(micro_batch=6), out_dir=tmp_path / "r", quiet=True, on_step=_kill_at(1, 5))
+    resumed = train(_cfg(micro_batch=6), out_dir=tmp_path / "r", resume=tmp_path / "r", quiet=True)
+    _same_run(straight, resumed)

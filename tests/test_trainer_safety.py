@@ -86,7 +86,8 @@ def test_trainer_checkpoints_load_with_weights_only(tmp_path):
     ("aug.rotation=-10", "aug.rotation"), ("train.grad_clip=0", "train.grad_clip"),
     ("loss.center.alpha=nan", "loss.center.alpha"), ("sched.gamma=0", "sched.gamma"),
     ("train.checkpoint_minutes=-1", "train.checkpoint_minutes"), ("aug.translate=2", "aug.translate"),
-    ("model.kwargs.num_classes=3", "model.kwargs"),
+    ("model.kwargs.num_classes=3", "model.kwargs"), ("train.micro_batch=-8", "train.micro_batch"),
+    ("train.micro_batch=1", "train.micro_batch"), ("train.micro_batch=fast", "train.micro_batch"),
 ])
 def test_config_values_are_checked_at_load_time(tmp_path, override, key):
     f = tmp_path / "c.yaml"

@@ -76,13 +76,17 @@ class FERLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor,
                 features: Optional[torch.Tensor] = None,
-                backbone: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                backbone: Optional[torch.Tensor] = None,
+                batch_targets: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``batch_targets``: when ``logits`` are a slice of a batch trained in slices, the whole
+        batch's targets (the centre-loss update uses the batch's class counts; Cosine-Harmony's
+        batch statistics stay per slice)."""
         total = self.ce(logits, targets)
         parts = {"ce": total.detach()}
         if self.needs_features and features is None:
             raise ValueError("this loss needs the model's features (forward_features output)")
         if self.center is not None:
-            c = self.center(features, targets)
+            c = self.center(features, targets, batch_targets)
             parts["center"] = c.detach()
             total = total + c
         if self.needs_backbone and backbone is None:

@@ -21,6 +21,11 @@ shapes the gradients so that this is exactly the paper's algorithm:
   one SGD step with learning rate ``alpha`` is the paper's centre update.
 
 Soft targets (``(N, C)`` probabilities) use their arg-max class.
+
+A batch trained as slices (``train.micro_batch``) passes the whole batch's targets as
+``batch_targets``: the class counts of Eq. 4 are then the batch's, and the centre path is
+scaled so that the slices' weighted sum (the trainer weights each slice's loss by its
+share of the batch) is the whole batch's ``delta_c_j``.
 """
 from __future__ import annotations
 
@@ -43,18 +48,24 @@ class CenterLoss(nn.Module):
         """The centres' own optimizer: ``SGD(lr=alpha)``, no momentum, no weight decay."""
         return torch.optim.SGD([self.centers], lr=self.alpha, momentum=0.0, weight_decay=0.0)
 
-    def forward(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, targets: torch.Tensor,
+                batch_targets: torch.Tensor | None = None) -> torch.Tensor:
         if features.ndim != 2 or features.shape[1] != self.feat_dim:
             raise ValueError(f"CenterLoss expects features (N, {self.feat_dim}), got {tuple(features.shape)}")
         y = targets.argmax(1) if targets.ndim == 2 else targets.long()
+        share = 1.0
+        if batch_targets is not None:                  # a slice of a larger batch
+            share = y.shape[0] / batch_targets.shape[0]
+            batch_targets = batch_targets.argmax(1) if batch_targets.ndim == 2 else batch_targets.long()
         x = features.float()
         c_y = self.centers.index_select(0, y)
         # path to the features: d(lambda * L_C)/dx_i = lambda * (x_i - c_yi) / N
         feat_term = 0.5 * (x - c_y.detach()).pow(2).sum(1).mean()
         # path to the centres: gradient = delta_c_j of Wen et al. (Eq. 4)
-        counts = torch.bincount(y, minlength=self.num_classes).to(x.dtype)
+        counts = torch.bincount(y if batch_targets is None else batch_targets,
+                                minlength=self.num_classes).to(x.dtype)
         per = 0.5 * (x.detach() - c_y).pow(2).sum(1) / (1.0 + counts.index_select(0, y))
-        centre_term = per.sum()
+        centre_term = per.sum() / share
         return self.weight * feat_term + (centre_term - centre_term.detach())
 
     def extra_repr(self) -> str:

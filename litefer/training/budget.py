@@ -28,7 +28,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from litefer.training.speed import time_steps
+from litefer.training.speed import batch_slices, time_steps
 
 #: the measured step is a bare forward + backward + optimizer step; the trainer's batches
 #: (augmentation, bookkeeping, checkpoints) cost a little more: plan with this share of it
@@ -124,7 +124,8 @@ def _sync(device: torch.device) -> None:
 
 def measure(model: nn.Module, in_shape: tuple[int, int, int], batch: int,
             eval_batch: int, num_classes: int, device: torch.device, *, channels_last: bool,
-            autocast: Callable[[], object], steps: int = 8, budget_s: float = 20.0) -> tuple[float, float]:
+            autocast: Callable[[], object], steps: int = 8, budget_s: float = 20.0,
+            micro_batch: int = 0) -> tuple[float, float]:
     """(training images/s, evaluation images/s) of a copy of ``model`` on random tensors with
     the run's step options: forward + loss + backward + SGD step under ``autocast`` at
     ``batch``, and an fp32 forward without gradient at ``eval_batch`` (validation and test run
@@ -144,14 +145,17 @@ def measure(model: nn.Module, in_shape: tuple[int, int, int], batch: int,
             x, xe = x.contiguous(memory_format=torch.channels_last), xe.contiguous(memory_format=torch.channels_last)
         opt = torch.optim.SGD(m.parameters(), lr=1e-6)
 
+        parts = batch_slices(batch, micro_batch)          # the trainer's slices (train.micro_batch)
+
         def train_step() -> None:
             m.train()
-            with autocast():
-                out = m(x)
-            logits = out[0] if isinstance(out, (tuple, list)) else out
-            loss = nn.functional.cross_entropy(logits.float(), y)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            for s in parts:
+                with autocast():
+                    out = m(x[s])
+                logits = out[0] if isinstance(out, (tuple, list)) else out
+                loss = nn.functional.cross_entropy(logits.float(), y[s]) * (len(y[s]) / batch)
+                loss.backward()
             opt.step()
             _sync(device)
 

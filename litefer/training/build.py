@@ -87,7 +87,9 @@ class _Step(nn.Module):
         super().__init__()
         self.model, self.criterion = model, criterion
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor):
+    def forward(self, x: torch.Tensor, y: torch.Tensor, batch_y: Optional[torch.Tensor] = None):
+        """(loss, detached logits, loss parts); ``batch_y``: the whole batch's targets when
+        (x, y) is one slice of it (``train.micro_batch``)."""
         b = None
         if getattr(self.criterion, "needs_backbone", False):   # Cosine-Harmony on the pooled backbone map
             f, b = self.model.forward_features(x, return_backbone=True)
@@ -98,8 +100,10 @@ class _Step(nn.Module):
         else:
             f, logits = None, self.model(x)
         with torch.autocast(x.device.type, enabled=False):
-            loss, parts = self.criterion(logits.float(), y, None if f is None else f.float(),
-                                         **({} if b is None else {"backbone": b.float()}))
+            kw = {} if b is None else {"backbone": b.float()}
+            if batch_y is not None:
+                kw["batch_targets"] = batch_y
+            loss, parts = self.criterion(logits.float(), y, None if f is None else f.float(), **kw)
         return loss, logits.detach(), parts
 
 

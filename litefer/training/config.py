@@ -246,6 +246,12 @@ class TrainSection:
     #: measurably faster and the logits agree with fp32; accuracy parity was checked on real
     #: runs, docs/benchmarks.md) | on
     cpu_bf16: str = field(default="auto", metadata=_choices("off", "auto", "on"))
+    #: run each batch as slices of this many samples, gradients accumulated: the same batch,
+    #: learning rate and gradient of the mean loss, but BatchNorm (and Cosine-Harmony)
+    #: batch statistics per slice.
+    #: 0: the whole batch at once | N | auto (CPU: measured at start with the other step
+    #: options, kept only when faster; cached and reused on resume like them)
+    micro_batch: Union[int, str] = field(default=0, metadata={"str_choices": ("auto",)})
 
 
 @dataclass
@@ -527,6 +533,10 @@ def validate(cfg: TrainConfig, where: str = "config") -> TrainConfig:
         raise err("must be >= 0", "train.workers")
     if cfg.train.early_stopping < 0:
         raise err("must be >= 0 (0 disables early stopping)", "train.early_stopping")
+    mb = cfg.train.micro_batch
+    if not isinstance(mb, str) and (isinstance(mb, bool) or mb < 0 or mb == 1):
+        raise err(f"must be 0 (the whole batch), 'auto' or a slice of >= 2 samples "
+                  f"(BatchNorm needs two), got {mb!r}", "train.micro_batch")
     if len(cfg.optim.betas) != 2:
         raise err("needs two values [beta1, beta2]", "optim.betas")
     if len(cfg.model.mean) not in (1, 3) or len(cfg.model.std) not in (1, 3):

@@ -145,14 +145,19 @@ def build_run(cfg: TrainConfig, device: torch.device, dinfo: D.DistInfo, splits:
         opts = StepOptions.from_dict(checkpoint["training_state"]["step_options"])
         opts.compile = bool(tc.compile)          # may be switched; exactness assumes the same setting
         opts.reason = "as the checkpoint's run"
-    elif cuda:
-        opts = StepOptions(channels_last=bool(tc.channels_last), bf16=False, compile=bool(tc.compile), reason="cuda")
     else:
-        opts = StepOptions(compile=bool(tc.compile), bf16=tc.cpu_bf16 == "on", reason="config")
-        if tc.autotune and tc.epochs * iters >= AUTOTUNE_MIN_ITERS and not dinfo.enabled:
-            tuned = autotune(model, cfg.model.arch, (pre["channels"], pre["size"], pre["size"]), tc.batch_size,
-                             num_classes, bf16_mode=tc.cpu_bf16, log=log)
-            opts = StepOptions(tuned.channels_last, tuned.bf16, bool(tc.compile), tuned.reason)
+        fixed_mb = 0 if tc.micro_batch == "auto" else int(tc.micro_batch)
+        if cuda:
+            opts = StepOptions(channels_last=bool(tc.channels_last), bf16=False, compile=bool(tc.compile),
+                               micro_batch=fixed_mb, reason="cuda")
+        else:
+            opts = StepOptions(compile=bool(tc.compile), bf16=tc.cpu_bf16 == "on", micro_batch=fixed_mb,
+                               reason="config")
+            if tc.autotune and tc.epochs * iters >= AUTOTUNE_MIN_ITERS and not dinfo.enabled:
+                tuned = autotune(model, cfg.model.arch, (pre["channels"], pre["size"], pre["size"]), tc.batch_size,
+                                 num_classes, bf16_mode=tc.cpu_bf16, micro=tc.micro_batch == "auto", log=log)
+                opts = StepOptions(tuned.channels_last, tuned.bf16, bool(tc.compile),
+                                   tuned.micro_batch if tc.micro_batch == "auto" else fixed_mb, tuned.reason)
     model.to(device)
     criterion.to(device)
     if opts.channels_last:
@@ -203,7 +208,7 @@ def _size_to_budget(cfg: TrainConfig, model: nn.Module, pre: dict, splits: DataS
     eval_batch = tc.eval_batch_size or 2 * tc.batch_size
     train_ips, eval_ips = B.measure(model, (pre["channels"], pre["size"], pre["size"]), tc.batch_size,
                                     eval_batch, num_classes, device, channels_last=bool(opts.channels_last),
-                                    autocast=autocast)
+                                    autocast=autocast, micro_batch=opts.micro_batch)
     world = max(1, dinfo.world_size)              # under DDP every rank steps through its share
     p = B.plan(float(tc.budget_hours), train_images=epoch_images,
                val_images=-(-len(splits.val) // world),

@@ -324,7 +324,8 @@ def _train(cfg: TrainConfig, device: torch.device, dinfo: D.DistInfo, out_dir, r
     opts = parts.opts
     cpu_opts = "" if parts.cuda else (
         f"; {torch.get_num_threads()} threads, channels_last {'on' if parts.channels_last else 'off'}, "
-        f"bf16 {'on' if parts.cpu_bf16 else 'off'}, compile {'on' if opts.compile else 'off'} ({opts.reason})")
+        f"bf16 {'on' if parts.cpu_bf16 else 'off'}, compile {'on' if opts.compile else 'off'}"
+        f"{f', batches in slices of {opts.micro_batch}' if opts.micro_batch else ''} ({opts.reason})")
     log(f"[bold]{cfg.name}[/]: {cfg.model.arch} ({n_params / 1e6:.2f} M params) on {device}"
         f"{f' x{dinfo.world_size}' if dinfo.enabled else ''}; {len(splits.train)} train / {len(splits.val)} val"
         f"{f' / {len(splits.test)} test' if splits.test is not None else ''} images, {len(labels)} classes; "
