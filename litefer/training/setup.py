@@ -146,7 +146,8 @@ def build_run(cfg: TrainConfig, device: torch.device, dinfo: D.DistInfo, splits:
         opts.compile = bool(tc.compile)          # may be switched; exactness assumes the same setting
         opts.reason = "as the checkpoint's run"
     else:
-        fixed_mb = 0 if tc.micro_batch == "auto" else int(tc.micro_batch)
+        auto_mb = tc.micro_batch == "auto"
+        fixed_mb = 0 if auto_mb else int(tc.micro_batch)
         if cuda:
             opts = StepOptions(channels_last=bool(tc.channels_last), bf16=False, compile=bool(tc.compile),
                                micro_batch=fixed_mb, reason="cuda")
@@ -155,9 +156,9 @@ def build_run(cfg: TrainConfig, device: torch.device, dinfo: D.DistInfo, splits:
                                reason="config")
             if tc.autotune and tc.epochs * iters >= AUTOTUNE_MIN_ITERS and not dinfo.enabled:
                 tuned = autotune(model, cfg.model.arch, (pre["channels"], pre["size"], pre["size"]), tc.batch_size,
-                                 num_classes, bf16_mode=tc.cpu_bf16, micro=tc.micro_batch == "auto", log=log)
+                                 num_classes, bf16_mode=tc.cpu_bf16, micro=auto_mb, log=log)
                 opts = StepOptions(tuned.channels_last, tuned.bf16, bool(tc.compile),
-                                   tuned.micro_batch if tc.micro_batch == "auto" else fixed_mb, tuned.reason)
+                                   tuned.micro_batch if auto_mb else fixed_mb, tuned.reason)
     model.to(device)
     criterion.to(device)
     if opts.channels_last:

@@ -5,7 +5,7 @@ Options: ``channels_last`` memory format, bf16 autocast on CPUs with AVX512-BF16
 (opt-in: its warm-up is paid once thanks to the inductor cache under ``$LITEFER_CACHE``),
 and with ``train.micro_batch: auto`` the batch run as slices with gradients accumulated
 (on a CPU whose memory bandwidth limits the step, a slice whose activations fit in the
-caches is faster: SE-SepNet's 128-channel 48 x 48 maps, 1.6x on a 2-core AVX2 EPYC;
+caches is faster: SE-SepNet's 128-channel 48 x 48 maps, 1.68x end to end on a 2-core AVX2 EPYC;
 docs/benchmarks.md).
 :func:`autotune` times a few steps of each candidate on random tensors with a copy of
 the model (the run's model, optimizer and RNG are not touched) and caches the winner per
@@ -283,9 +283,7 @@ def autotune(model: nn.Module, arch: str, in_shape: tuple[int, int, int], batch:
         best = min(results, key=results.get)
         if results[best] > results["fp32"] / (1 + MIN_GAIN):      # not clearly faster: keep the plain step
             best = "fp32"
-        opts = StepOptions(channels_last="channels_last" in best, bf16=best.startswith("bf16"),
-                           reason="measured: " + ", ".join(f"{k} {batch / v:.0f} img/s" for k, v in results.items())
-                           + (f"; unsafe here: {', '.join(unsafe)}" if unsafe else ""))
+        opts = StepOptions(channels_last="channels_last" in best, bf16=best.startswith("bf16"))
         if bf16_mode == "on" and not opts.bf16 and not any(u.startswith("bf16") for u in unsafe):
             opts.bf16 = True
         chosen = ("bf16" if opts.bf16 else "fp32") + ("+channels_last" if opts.channels_last else "")
@@ -304,8 +302,8 @@ def autotune(model: nn.Module, arch: str, in_shape: tuple[int, int, int], batch:
                 mb = min(sliced, key=sliced.get)
                 if sliced[mb] <= t_whole / (1 + MIN_GAIN):
                     opts.micro_batch, best = mb, f"{chosen} in slices of {mb}"
-            opts.reason = ("measured: " + ", ".join(f"{k} {batch / v:.0f} img/s" for k, v in results.items())
-                           + (f"; unsafe here: {', '.join(unsafe)}" if unsafe else ""))
+        opts.reason = ("measured: " + ", ".join(f"{k} {batch / v:.0f} img/s" for k, v in results.items())
+                       + (f"; unsafe here: {', '.join(unsafe)}" if unsafe else ""))
         say(f"step options: {best} ({opts.reason})")
         try:
             cfile.parent.mkdir(parents=True, exist_ok=True)
