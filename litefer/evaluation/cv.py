@@ -206,6 +206,7 @@ def cross_validate(cfg, folds: Optional[int] = None, out_dir: str | Path | None 
     """
     from litefer.evaluation.predict import evaluate
     from litefer.training import DataSplits, apply_overrides, train as _train
+    from litefer.training.data import apply_teacher
     from litefer.training.trainer import read_exclude_list, stratified_holdout, subject_holdout
 
     train_fn = train_fn or _train
@@ -256,6 +257,7 @@ def cross_validate(cfg, folds: Optional[int] = None, out_dir: str | Path | None 
             a, b = stratified_holdout(train_arr.hard_targets, cfg.data.val_fraction, cfg.data.val_seed)
             val_arr, train_arr = train_arr.subset(b, split="holdout"), train_arr.subset(a)
             val_desc = f"stratified hold-out {cfg.data.val_fraction:g} of the training folds"
+        train_arr, teacher = apply_teacher(cfg, train_arr)
         c = copy.deepcopy(cfg)
         c.name = f"{cfg.name}-fold{i}"
         c.data.test_split = None
@@ -267,7 +269,7 @@ def cross_validate(cfg, folds: Optional[int] = None, out_dir: str | Path | None 
                 "fold_kind": "subject" if subj else "stratified", "fold_seed": seed,
                 "val_split": val_desc, "test_split": f"fold {i} of {k}",
                 "n_train": len(train_arr), "n_val": len(val_arr), "n_test": len(test_arr),
-                "labels": list(pool.labels)}
+                "labels": list(pool.labels), **({"teacher": teacher} if teacher else {})}
         fold_dir = out / f"fold{i}"
         say(f"fold {i + 1}/{k}: {len(train_arr)} train / {len(val_arr)} val / {len(test_arr)} test images")
         res = train_fn(c, fold_dir, data=DataSplits(train_arr, val_arr, test_arr, info),

@@ -64,6 +64,15 @@ class DataConfig:
     #: FER+ ``probability`` (train on the vote distribution, Barsoum et al. 2016) while
     #: selecting and reporting on the official ``majority`` labels; null: ``label_mode``
     train_label_mode: Optional[str] = None
+    #: knowledge distillation: a teacher's ``predictions.csv`` over the training split
+    #: (``litefer evaluate TEACHER --dataset D --split <train_split> --out DIR``); its
+    #: ``p_<label>`` columns become the training targets (validation and test keep their
+    #: own labels). null: no teacher
+    teacher: Optional[str] = None
+    #: target = teacher_weight * teacher + (1 - teacher_weight) * the image's own label
+    teacher_weight: float = field(default=1.0, metadata={"range": (0.0, 1.0)})
+    #: the teacher's probabilities softened (> 1) or sharpened (< 1): softmax(log p / T)
+    teacher_temperature: float = field(default=1.0, metadata={"range": (0.05, 20.0)})
     num_classes: Optional[int] = None
     #: text file of image ids (one per line, '#' comments) removed from train and val, never from test
     exclude: Optional[str] = None
@@ -533,6 +542,11 @@ def validate(cfg: TrainConfig, where: str = "config") -> TrainConfig:
         raise err("must be >= 0", "train.workers")
     if cfg.train.early_stopping < 0:
         raise err("must be >= 0 (0 disables early stopping)", "train.early_stopping")
+    if cfg.data.teacher is None:
+        for key, v in (("data.teacher_weight", cfg.data.teacher_weight),
+                       ("data.teacher_temperature", cfg.data.teacher_temperature)):
+            if v != 1.0:
+                raise err("has no effect without data.teacher (a teacher's predictions.csv)", key)
     mb = cfg.train.micro_batch
     if not isinstance(mb, str) and (isinstance(mb, bool) or mb < 0 or mb == 1):
         raise err(f"must be 0 (the whole batch), 'auto' or a slice of >= 2 samples "

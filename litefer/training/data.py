@@ -237,9 +237,37 @@ def prepare_data(cfg: TrainConfig) -> DataSplits:
     if len(train) == 0 or len(val) == 0:
         raise ConfigError(f"empty split: {len(train)} training and {len(val)} validation images", _src(cfg), "data")
     check_class_coverage(cfg, train, val, test)
+    train, teacher = apply_teacher(cfg, train)
+    if teacher:
+        info["teacher"] = teacher
     info.update(n_train=len(train), n_val=len(val), n_test=len(test) if test is not None else 0,
                 labels=list(train.labels))
     return DataSplits(train, val, test, info)
+
+
+def apply_teacher(cfg: TrainConfig, train: FaceArrays) -> tuple[FaceArrays, dict]:
+    """``train`` with the targets of ``data.teacher`` mixed in (knowledge distillation,
+    :func:`litefer.data.soft_targets.distill_targets`), and what was done (file, its SHA-256,
+    weight, temperature, how often the teacher's top class is the image's label); unchanged
+    and ``{}`` without a teacher. Only the training split is touched: selection and testing
+    keep each split's own labels."""
+    d = cfg.data
+    if d.teacher is None:
+        return train, {}
+    import hashlib
+    from litefer.data.base import DatasetError
+    from litefer.data.soft_targets import distill_targets
+    path = Path(d.teacher).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"teacher file {path} does not exist (write it with: litefer evaluate TEACHER "
+                          f"--dataset {d.dataset} --split {d.train_split} --out DIR; it is DIR/predictions.csv)",
+                          _src(cfg), "data.teacher")
+    try:
+        out, info = distill_targets(train, path, d.teacher_weight, d.teacher_temperature)
+    except DatasetError as exc:
+        raise ConfigError(str(exc), _src(cfg), "data.teacher") from None
+    info["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out, info
 
 
 def check_class_coverage(cfg: TrainConfig, train: FaceArrays, val: Optional[FaceArrays] = None,

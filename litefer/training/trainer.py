@@ -330,6 +330,11 @@ def _train(cfg: TrainConfig, device: torch.device, dinfo: D.DistInfo, out_dir, r
         f"{f' x{dinfo.world_size}' if dinfo.enabled else ''}; {len(splits.train)} train / {len(splits.val)} val"
         f"{f' / {len(splits.test)} test' if splits.test is not None else ''} images, {len(labels)} classes; "
         f"{tc.epochs} epochs x {iters} iterations{cpu_opts}; out: {out}")
+    teacher = splits.info.get("teacher")
+    if teacher:
+        log(f"distillation: training targets {teacher['weight']:g} x teacher (T={teacher['temperature']:g}) + "
+            f"{1 - teacher['weight']:g} x own label, from {teacher['file']} ({teacher['used']} of its "
+            f"{teacher['rows']} rows; its top class is the training label for {100 * teacher['agreement']:.1f} %)")
 
     # the loop ---------------------------------------------------------------------------------
     progress = _Progress(main and tc.progress and not quiet, log.console, tc.epochs * iters,
