@@ -458,6 +458,25 @@ def test_iter_image_files(tmp_path):
     assert [p.name for p in iter_image_files([tmp_path / "sub" / "c.txt"])] == ["c.txt"]   # files as given
 
 
+def test_folder_scan_names_what_it_cannot_read(tmp_path):
+    from litefer.vision.io import scan_folder
+    (tmp_path / "b.jpg").write_bytes(b"x")
+    (tmp_path / "a.png").write_bytes(b"x")
+    (tmp_path / "clip.MP4").write_bytes(b"x")
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "gone.jpg").symlink_to(tmp_path / "missing.jpg")
+    (tmp_path / "loop").symlink_to(tmp_path)
+    images, videos, problems = scan_folder(tmp_path)
+    assert [p.name for p in images] == ["a.png", "b.jpg"] and [p.name for p in videos] == ["clip.MP4"]
+    assert dict((p.name, why) for p, why in problems) == {
+        "gone.jpg": "broken symlink (target missing)",
+        "loop": f"symlink loop (points back to its own folder {tmp_path.resolve()})"}
+    with pytest.warns(UserWarning) as rec:
+        names = [p.name for p in iter_image_files([tmp_path])]
+    assert names == ["a.png", "b.jpg"]
+    assert sorted(str(w.message).split(": skipped: ")[0].rsplit("/", 1)[1] for w in rec) == ["gone.jpg", "loop"]
+
+
 # ------------------------------------------------------------------ the video smoother (predict --smooth)
 
 

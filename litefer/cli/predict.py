@@ -107,30 +107,19 @@ def collect_inputs(paths: List[Path], recursive: bool, force_video: bool,
                    folder_videos: bool = True) -> tuple[list[Item], list[str], int]:
     """(items, errors, skipped videos): files as given, folders expanded to their
     images (and their videos with ``folder_videos``; else only counted)."""
-    from litefer.vision.io import IMAGE_EXTS, VIDEO_EXTS, is_video_path
+    from litefer.vision.io import is_video_path, scan_folder
     items, errors, skipped = [], [], 0
     for p in paths:
         if p.is_dir():
-            pattern = p.rglob("*") if recursive else p.glob("*")
-            found = []
-            for q in pattern:
-                parts = q.relative_to(p).parts
-                if any(part.startswith(".") for part in parts):
-                    continue
-                if not q.is_file():
-                    from litefer.pathguard import link_problem
-                    why = link_problem(q)
-                    if why:  # never skipped silently
-                        console.print(f"note: skipped {escape(str(q))}: {why}", highlight=False, soft_wrap=True)
-                    continue
-                ext = q.suffix.lower()
-                if ext in VIDEO_EXTS and not folder_videos:
-                    skipped += 1
-                elif ext in IMAGE_EXTS or ext in VIDEO_EXTS:
-                    found.append(q)
-            if not found and not skipped:
+            images, videos, problems = scan_folder(p, recursive)
+            for q, why in problems:  # never skipped silently
+                console.print(f"note: skipped {escape(str(q))}: {why}", highlight=False, soft_wrap=True)
+            left = 0 if folder_videos else len(videos)
+            skipped += left
+            found = sorted(images + videos) if folder_videos else images
+            if not found and not left:
                 errors.append(f"{p}: no image or video files in this folder")
-            for q in sorted(found):
+            for q in found:
                 items.append(Item(q, Path(p.resolve().name or "root") / q.relative_to(p), is_video_path(q)))
         else:
             items.append(Item(p, Path(p.name), force_video or is_video_path(p)))

@@ -261,22 +261,45 @@ def load_image(src: ImageInput, color: str = "rgb", max_pixels: int = MAX_PIXELS
                          "a PIL image or a numpy array")
 
 
+def scan_folder(folder: str | os.PathLike, recursive: bool = True) -> tuple[list[Path], list[Path], list[tuple[Path, str]]]:
+    """(image files, video files, problems) in ``folder``, each list sorted.
+
+    Hidden files and folders are skipped; files of other types are ignored. ``problems``
+    are the entries that look like files but cannot be read as one (a broken or looping
+    symlink, a symlinked folder, which is not followed), each with the reason, so that a
+    caller can say what it left out instead of dropping it silently."""
+    from litefer.pathguard import link_problem
+    p = Path(folder)
+    images: list[Path] = []
+    videos: list[Path] = []
+    problems: list[tuple[Path, str]] = []
+    for q in (p.rglob("*") if recursive else p.glob("*")):
+        if any(part.startswith(".") for part in q.relative_to(p).parts):
+            continue
+        if not q.is_file():
+            why = link_problem(q)
+            if why:
+                problems.append((q, why))
+            continue
+        if is_image_path(q):
+            images.append(q)
+        elif is_video_path(q):
+            videos.append(q)
+    return sorted(images), sorted(videos), sorted(problems)
+
+
 def iter_image_files(paths: Iterable[str | os.PathLike], recursive: bool = True,
                      videos: bool = False) -> Iterator[Path]:
     """Files to process: files as given; folders expanded (sorted, recursively by
     default) to the image files in them (and video files with ``videos=True``).
-    Hidden files and folders inside a folder are skipped."""
+    Hidden files and folders inside a folder are skipped; a broken or looping symlink
+    in a folder is skipped with a warning naming it (:func:`scan_folder`)."""
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            it = p.rglob("*") if recursive else p.glob("*")
-            found = []
-            for q in it:
-                rel = q.relative_to(p).parts
-                if any(part.startswith(".") for part in rel):
-                    continue
-                if q.is_file() and (is_image_path(q) or (videos and is_video_path(q))):
-                    found.append(q)
-            yield from sorted(found)
+            imgs, vids, problems = scan_folder(p, recursive)
+            for q, why in problems:
+                warnings.warn(f"{q}: skipped: {why}", UserWarning, stacklevel=2)
+            yield from sorted(imgs + vids) if videos else imgs
         else:
             yield p
