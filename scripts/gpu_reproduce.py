@@ -19,6 +19,7 @@ code on the CPU (slow; for checking the script), ``--dry-run`` only prints the p
 
     scripts/gpu_reproduce.sh --budget-hours 6 --out runs/gpu
     .venv/bin/python scripts/gpu_reproduce.py --configs configs/se_sepnet_fer2013.yaml --budget-hours 1 --dry-run
+    scripts/gpu_reproduce.sh --configs configs/i_mobilenetv2_fer2013.yaml --set train.seed=1 --out runs/gpu_s1
 """
 from __future__ import annotations
 
@@ -74,8 +75,9 @@ def probe_images_per_s(cfg, data, steps_images: int, out: Path) -> float:
 
 
 def plan_runs(config_files, *, budget_hours: float, batch: int, device: str, out: Path, probe_images: int,
-              limit: int | None = None, log=print) -> list[dict]:
-    """One entry per config: its sized config, data and estimated minutes."""
+              limit: int | None = None, overrides: list[str] | None = None, log=print) -> list[dict]:
+    """One entry per config (``overrides``, ``key=value`` as in ``litefer train --set``, applied to
+    each): its sized config, data and estimated minutes."""
     import numpy as np
     from litefer.data.base import DatasetError
     from litefer.training import load_config
@@ -84,7 +86,7 @@ def plan_runs(config_files, *, budget_hours: float, batch: int, device: str, out
     entries = []
     for f in config_files:
         try:
-            cfg = load_config(f)
+            cfg = load_config(f, overrides or None)
             data = prepare_data(cfg)
         except (ConfigError, DatasetError) as exc:
             log(f"skip {f}: {exc}")
@@ -123,8 +125,17 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=Path("runs/gpu"))
     ap.add_argument("--probe-images", type=int, default=8192, help="faces per probe epoch")
     ap.add_argument("--limit", type=int, default=None, help="use at most this many faces per split (tests)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a value in every config, as litefer train --set (repeatable), "
+                         "e.g. --set train.seed=1; the sized epochs stay min(config, what fits)")
     ap.add_argument("--dry-run", action="store_true", help="print the plan, train nothing")
     args = ap.parse_args(argv)
+    from litefer.training.config import ConfigError, TrainConfig, apply_overrides
+    try:                 # a key that exists in no config is the user's typo: stop before any run
+        apply_overrides(TrainConfig(), args.overrides, validate_after=False)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     import torch
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("error: no CUDA device here; pass --device cpu to run this script on the CPU", file=sys.stderr)
@@ -132,13 +143,13 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     files = [REPO / f if not Path(f).is_absolute() and not Path(f).exists() else Path(f) for f in args.configs]
     entries = plan_runs(files, budget_hours=args.budget_hours, batch=args.batch, device=args.device, out=args.out,
-                        probe_images=args.probe_images, limit=args.limit,
+                        probe_images=args.probe_images, limit=args.limit, overrides=args.overrides,
                         log=lambda m: print(m, file=sys.stderr, flush=True))
     plan = [{k: e[k] for k in ("config", "name", "paper_epochs", "epochs", "images_per_s", "minutes")}
             | {"batch": args.batch, "lr": e["sized"].optim.lr, "lr_base_batch": e["sized"].optim.lr_base_batch,
                "lr_scaling": e["sized"].optim.lr_scaling} for e in entries]
     (args.out / "plan.json").write_text(json.dumps({"budget_hours": args.budget_hours, "device": args.device,
-                                                    "runs": plan}, indent=2))
+                                                    "overrides": args.overrides, "runs": plan}, indent=2))
     if args.dry_run or not entries:
         print(json.dumps(plan, indent=2))
         return 0 if entries else 1

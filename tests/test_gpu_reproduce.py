@@ -66,3 +66,32 @@ train: {{epochs: 50, batch_size: 16, tensorboard: false, autotune: false}}
     mtime = (out / "tiny" / "best.pt").stat().st_mtime_ns
     assert mod.main(args) == 0                                    # finished: not retrained
     assert (out / "tiny" / "best.pt").stat().st_mtime_ns == mtime
+
+
+def test_set_overrides_every_config_and_refuses_unknown_keys(tmp_path, tiny_arch, capsys):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(f"""
+data: {{dataset: synthetic, num_classes: 3, val_split: val, test_split: test,
+       options: {{n_train: 64, n_val: 16, n_test: 16, size: 24}}}}
+model: {{arch: {tiny_arch}, input_size: 24}}
+optim: {{name: adam, lr: 0.003}}
+train: {{epochs: 50, batch_size: 16, tensorboard: false, autotune: false}}
+""")
+    mod = _script()
+    mod.probe_images_per_s = lambda *a, **kw: 1e9                 # everything fits: epochs = the config's
+    out = tmp_path / "gpu"
+    base = ["--configs", str(cfg), "--device", "cpu", "--batch", "32", "--budget-hours", "1", "--out", str(out),
+            "--dry-run"]
+    assert mod.main(base) == 0
+    assert json.loads((out / "plan.json").read_text())["runs"][0]["paper_epochs"] == 50
+    assert mod.main([*base, "--set", "train.epochs=7", "--set", "optim.lr=0.01"]) == 0
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["overrides"] == ["train.epochs=7", "optim.lr=0.01"]
+    assert plan["runs"][0]["paper_epochs"] == 7 and plan["runs"][0]["epochs"] == 7
+    assert plan["runs"][0]["lr"] == pytest.approx(0.01)
+    capsys.readouterr()
+    (out / "plan.json").unlink()
+    assert mod.main([*base, "--set", "train.epoch=7"]) == 2        # typo: nothing planned, the key named
+    err = capsys.readouterr().err
+    assert "train.epoch" in err and "--set" in err
+    assert not (out / "plan.json").exists()
