@@ -294,6 +294,23 @@ def test_resume_continues_exactly(tmp_path):
         train(cfg, out_dir=tmp_path / "c", resume=straight.best_checkpoint, quiet=True)
 
 
+def test_warm_start_from_a_runs_best_checkpoint_is_recorded(tmp_path):
+    """A second stage (``model.init_from`` = an earlier run's best.pt) starts from exactly those
+    weights, and its result.json names the file and its SHA-256 (= the first run's best_sha256)."""
+    from litefer.training.build import build_model
+    first = train(_cfg(train={"epochs": 1}), out_dir=tmp_path / "a", quiet=True)
+    stage2 = _cfg(train={"epochs": 1, "seed": 1}, model={"init_from": str(first.best_checkpoint)})
+    model, _ = build_model(stage2, 4)
+    best = torch.load(first.best_checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, best[k]), k
+    train(stage2, out_dir=tmp_path / "b", quiet=True)
+    res_a = json.loads((tmp_path / "a" / "result.json").read_text())
+    res_b = json.loads((tmp_path / "b" / "result.json").read_text())
+    assert "init_from" not in res_a
+    assert res_b["init_from"] == {"file": str(first.best_checkpoint), "sha256": res_a["best_sha256"]}
+
+
 def test_test_split_never_influences_training(tmp_path):
     with_test = train(_cfg(train={"epochs": 2}), out_dir=tmp_path / "a", quiet=True)
     no_test = train(_cfg(train={"epochs": 2}, data={"test_split": None}), out_dir=tmp_path / "b", quiet=True)

@@ -107,6 +107,17 @@ class _Step(nn.Module):
         return loss, logits.detach(), parts
 
 
+def init_path(cfg: TrainConfig) -> Optional[Path]:
+    """The weight file ``model.init_from`` names (a relative path that does not exist from
+    the working folder is taken relative to the config file), or None."""
+    if not cfg.model.init_from:
+        return None
+    path = Path(cfg.model.init_from).expanduser()
+    if not path.is_absolute() and cfg.source and not path.exists():
+        path = Path(cfg.source).parent / path
+    return path
+
+
 def build_model(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, dict]:
     """The model and its ``preprocess`` dict (channels, size, mean, std, crop)."""
     from litefer.models import create_model, model_info
@@ -127,11 +138,9 @@ def build_model(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, dict]:
         model = create_model(m.arch, num_classes=num_classes, in_chans=channels, pretrained=m.pretrained, **m.kwargs)
     except TypeError as exc:
         raise ConfigError(f"{m.arch} does not accept these arguments: {exc}", _src(cfg), "model.kwargs") from None
-    if m.init_from:
+    path = init_path(cfg)
+    if path is not None:
         from litefer.models.pretrained import InitError, init_from
-        path = Path(m.init_from)
-        if not path.is_absolute() and cfg.source and not path.exists():
-            path = Path(cfg.source).parent / path
         try:
             report = init_from(model, path, exclude=m.init_exclude, partial=m.init_partial)
         except InitError as exc:

@@ -59,7 +59,8 @@ from litefer.training import distributed as D
 from litefer.training import state as S
 from litefer.training.batches import TensorFaces
 from litefer.training.build import (_Step, build_criterion, build_model, build_optimizer, build_transforms,
-                                    code_version, git_hash, resolve_device, scaled_lr, seed_everything)
+                                    code_version, git_hash, init_path, resolve_device, scaled_lr,
+                                    seed_everything)
 from litefer.training.checkpoint import CSV_FIELDS, RunFiles, RunRecord, restore, sha256_file
 from litefer.training.config import ConfigError, TrainConfig, diff_configs
 from litefer.training.data import (DataSplits, _load_split, _src, check_class_coverage, load_split, prepare_data,
@@ -434,7 +435,10 @@ def _finish(parts: RunParts, files: RunFiles, record: RunRecord, stopped_early: 
             files.save_best(record, {"val": record.best_metrics, "monitor": tc.monitor,
                                      "best_epoch": record.best_epoch, "best_value": record.best_value,
                                      **({"test": test_metrics} if test_metrics else {})}, record.best_epoch)
+        init = init_path(cfg)                  # the weights the run started from, if any (provenance)
         summary = {"name": cfg.name, "arch": cfg.model.arch, "labels": list(parts.labels), "data": splits.info,
+                   **({"init_from": {"file": str(init), "sha256": sha256_file(init) if init.is_file() else None}}
+                      if init is not None else {}),
                    "monitor": tc.monitor, "best_epoch": record.best_epoch, "best_value": record.best_value,
                    "val": record.best_metrics, "test": test_metrics, "epochs_run": len(history),
                    "stopped_early": stopped_early, "best_checkpoint": str(best_path) if best_path.is_file() else None,
