@@ -33,15 +33,21 @@ def test_sized_config_scales_lr_schedule_and_precision():
     assert scaled_lr(adam) == pytest.approx(1e-3 * 2.0)          # sqrt(256 / 64)
 
 
-def test_cpu_fallback_runs_plans_and_resumes(tmp_path, tiny_arch):
+def _tiny_config(tmp_path, arch: str, n_train: int, n_eval: int) -> Path:
+    """A 3-class synthetic config of 50 epochs for ``arch`` (a file, as the script reads)."""
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(f"""
 data: {{dataset: synthetic, num_classes: 3, val_split: val, test_split: test,
-       options: {{n_train: 96, n_val: 32, n_test: 32, size: 24}}}}
-model: {{arch: {tiny_arch}, input_size: 24}}
+       options: {{n_train: {n_train}, n_val: {n_eval}, n_test: {n_eval}, size: 24}}}}
+model: {{arch: {arch}, input_size: 24}}
 optim: {{name: adam, lr: 0.003}}
 train: {{epochs: 50, batch_size: 16, tensorboard: false, autotune: false}}
 """)
+    return cfg
+
+
+def test_cpu_fallback_runs_plans_and_resumes(tmp_path, tiny_arch):
+    cfg = _tiny_config(tmp_path, tiny_arch, 96, 32)
     mod = _script()
     out = tmp_path / "gpu"
     args = ["--configs", str(cfg), "--device", "cpu", "--batch", "32", "--budget-hours", "0.0003",
@@ -69,14 +75,7 @@ train: {{epochs: 50, batch_size: 16, tensorboard: false, autotune: false}}
 
 
 def test_set_overrides_every_config_and_refuses_unknown_keys(tmp_path, tiny_arch, capsys):
-    cfg = tmp_path / "tiny.yaml"
-    cfg.write_text(f"""
-data: {{dataset: synthetic, num_classes: 3, val_split: val, test_split: test,
-       options: {{n_train: 64, n_val: 16, n_test: 16, size: 24}}}}
-model: {{arch: {tiny_arch}, input_size: 24}}
-optim: {{name: adam, lr: 0.003}}
-train: {{epochs: 50, batch_size: 16, tensorboard: false, autotune: false}}
-""")
+    cfg = _tiny_config(tmp_path, tiny_arch, 64, 16)
     mod = _script()
     mod.probe_images_per_s = lambda *a, **kw: 1e9                 # everything fits: epochs = the config's
     out = tmp_path / "gpu"
