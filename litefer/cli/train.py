@@ -190,14 +190,25 @@ def register(app: typer.Typer) -> None:
                                             "(default: about 16 rows; the best and last epochs always)."),
         title: Optional[str] = typer.Option(None, "--title", help="The figure's title (default: the run names)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --plot file."),
+        stages: bool = typer.Option(False, "--stages", help="Also show the runs each RUN was continued from "
+                                    "(its model.init_from naming another run's best.pt), and count epochs "
+                                    "from the first stage."),
     ) -> None:
         """Learning curves of training runs: a markdown table per run on stdout (the best
         epoch in bold), and with --plot one figure of them all."""
-        from litefer.evaluation.curves import CurveError, curve_table, plot_curves, read_curve
+        from litefer.evaluation.curves import CurveError, curve_table, plot_curves, read_curve, read_stages
         if plot is not None and plot.exists() and not overwrite:
             raise fail(f"{plot} exists; pass --overwrite to replace it")
         try:
-            curves = [read_curve(r) for r in runs]
+            if stages:
+                curves, seen = [], set()
+                for r in runs:
+                    for c in read_stages(r):
+                        if c.path.resolve() not in seen:
+                            seen.add(c.path.resolve())
+                            curves.append(c)
+            else:
+                curves = [read_curve(r) for r in runs]
         except CurveError as exc:
             raise fail(str(exc))
         for c in curves:
@@ -205,7 +216,9 @@ def register(app: typer.Typer) -> None:
             best = "no best epoch flagged" if b is None or b["val_acc"] is None else \
                 f"best epoch {b['epoch']} (kept as best.pt): validation accuracy {100 * b['val_acc']:.2f} %"
             epochs = f"{len(c.rows)} epoch{'s' if len(c.rows) != 1 else ''}"
-            sys.stdout.write(f"## {c.name}\n\n{epochs}, {c.minutes:.0f} min of training, {best}\n\n"
+            start = (f"; started from {c.parent.name}'s best.pt (epoch {c.parent.best_epoch}), so its epoch 1 "
+                     f"is epoch {c.offset + 1} of all stages") if c.parent is not None else ""
+            sys.stdout.write(f"## {c.name}\n\n{epochs}, {c.minutes:.0f} min of training, {best}{start}\n\n"
                              f"{curve_table(c, every)}\n")
         if plot is not None:
             console.print(f"wrote {plot_curves(curves, plot, title=title)}", highlight=False)
