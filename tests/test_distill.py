@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 
 import numpy as np
@@ -121,6 +122,20 @@ def test_malformed_files_name_the_line_and_column(tmp_path, mutate, needle):
     with pytest.raises(DatasetError) as ei:
         read_soft_targets(bad, LABELS)
     assert needle in str(ei.value) and "bad.csv" in str(ei.value)
+
+
+def test_encoding_a_byte_order_mark_and_the_hash_of_what_was_read(tmp_path):
+    arr = synthetic_faces(6, 4, size=16)
+    good = _write(tmp_path / "good.csv", arr.ids, _rand_probs(6), extra_cols=False)
+    bom = tmp_path / "bom.csv"                                   # saved by a spreadsheet: UTF-8 with a BOM
+    bom.write_bytes(b"\xef\xbb\xbf" + good.read_bytes())
+    assert read_soft_targets(bom, LABELS)[0] == arr.ids
+    _, info = distill_targets(arr, bom)
+    assert info["sha256"] == hashlib.sha256(bom.read_bytes()).hexdigest()
+    latin = tmp_path / "latin.csv"                               # not UTF-8: a clear error, not a traceback
+    latin.write_bytes(good.read_bytes().replace(b"syn0_000002", b"syn\xe9_000002"))
+    with pytest.raises(DatasetError, match=r"latin\.csv.*not UTF-8 text \(byte \d+\)"):
+        read_soft_targets(latin, LABELS)
 
 
 def test_every_training_image_needs_a_row(tmp_path):

@@ -17,6 +17,8 @@ columns are ignored). Any CSV with those columns works.
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -37,11 +39,23 @@ def read_soft_targets(path: str | os.PathLike, labels: Sequence[str]) -> tuple[l
     The file's ``p_<label>`` columns must be exactly ``labels`` (in any order): a teacher
     with a class the student lacks (or the reverse) is refused rather than renormalised.
     """
+    ids, probs, _ = _read(path, labels)
+    return ids, probs
+
+
+def _read(path: str | os.PathLike, labels: Sequence[str]) -> tuple[list[str], np.ndarray, str]:
+    """:func:`read_soft_targets` plus the SHA-256 of the bytes parsed: the file is read once,
+    so the recorded hash is that of the targets used even if the file changes meanwhile."""
     p = Path(path)
     if not p.is_file():
         raise DatasetError("no such file", p)
     labels = [str(x) for x in labels]
-    with open(p, newline="", encoding="utf-8") as fh:
+    data = p.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"not UTF-8 text (byte {exc.start})", p) from None
+    with io.StringIO(text, newline="") as fh:
         reader = csv.reader(fh)
         try:
             header = next(reader)
@@ -97,7 +111,7 @@ def read_soft_targets(path: str | os.PathLike, labels: Sequence[str]) -> tuple[l
         raise DatasetError("no rows", p)
     probs = np.asarray(rows, dtype=np.float64)
     probs /= probs.sum(1, keepdims=True)
-    return ids, probs.astype(np.float32)
+    return ids, probs.astype(np.float32), hashlib.sha256(data).hexdigest()
 
 
 def soften(probs: np.ndarray, temperature: float) -> np.ndarray:
@@ -116,11 +130,11 @@ def soften(probs: np.ndarray, temperature: float) -> np.ndarray:
 def distill_targets(arrays: FaceArrays, path: str | os.PathLike, weight: float = 1.0,
                     temperature: float = 1.0) -> tuple[FaceArrays, dict]:
     """``arrays`` with soft targets mixed from the teacher file at ``path`` (module docstring)
-    and a summary: file, rows used / unused, and how often the teacher's top class is the
-    image's own label (``agreement``)."""
+    and a summary: file, its SHA-256 (of the bytes read), rows used / unused, and how often
+    the teacher's top class is the image's own label (``agreement``)."""
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"weight must be in [0, 1], got {weight}")
-    ids, probs = read_soft_targets(path, arrays.labels)
+    ids, probs, sha256 = _read(path, arrays.labels)
     index = {id_: i for i, id_ in enumerate(ids)}
     rows = [index.get(id_, -1) for id_ in arrays.ids]
     absent = [arrays.ids[i] for i, r in enumerate(rows) if r < 0]
@@ -138,6 +152,6 @@ def distill_targets(arrays: FaceArrays, path: str | os.PathLike, weight: float =
         own_soft = own.astype(np.float32)
     mixed = (weight * teacher + (1.0 - weight) * own_soft).astype(np.float32)
     agreement = float((teacher.argmax(1) == arrays.hard_targets).mean()) if len(arrays) else float("nan")
-    info = {"file": str(path), "rows": len(ids), "used": len(arrays), "unused": len(ids) - len(set(rows)),
+    info = {"file": str(path), "sha256": sha256, "rows": len(ids), "used": len(arrays), "unused": len(ids) - len(set(rows)),
             "weight": float(weight), "temperature": float(temperature), "agreement": agreement}
     return replace(arrays, targets=mixed), info

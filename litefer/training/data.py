@@ -254,7 +254,6 @@ def apply_teacher(cfg: TrainConfig, train: FaceArrays) -> tuple[FaceArrays, dict
     d = cfg.data
     if d.teacher is None:
         return train, {}
-    import hashlib
     from litefer.data.base import DatasetError
     from litefer.data.soft_targets import distill_targets
     path = Path(d.teacher).expanduser()
@@ -266,7 +265,6 @@ def apply_teacher(cfg: TrainConfig, train: FaceArrays) -> tuple[FaceArrays, dict
         out, info = distill_targets(train, path, d.teacher_weight, d.teacher_temperature)
     except DatasetError as exc:
         raise ConfigError(str(exc), _src(cfg), "data.teacher") from None
-    info["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out, info
 
 
