@@ -311,6 +311,33 @@ def test_warm_start_from_a_runs_best_checkpoint_is_recorded(tmp_path):
     assert res_b["init_from"] == {"file": str(first.best_checkpoint), "sha256": res_a["best_sha256"]}
 
 
+def test_a_config_relative_init_from_is_recorded_as_loaded_and_resume_does_not_reread_it(tmp_path, monkeypatch):
+    """``model.init_from`` relative to the config's folder (not the working folder) is written to
+    the run folder's config.yaml as the path actually loaded; resuming that run takes the weights
+    from last.pt and does not need the init file any more."""
+    from litefer.training.config import dump_config, load_config
+    from litefer.evaluation.curves import read_stages
+    first = train(_cfg(train={"epochs": 1}), out_dir=tmp_path / "a", quiet=True)
+    cfg_dir = tmp_path / "configs"
+    cfg_dir.mkdir()
+    stage2 = _cfg(train={"epochs": 2, "seed": 1}, model={"init_from": "../a/best.pt"})
+    (cfg_dir / "stage2.yaml").write_text(dump_config(stage2), encoding="utf-8")
+    (tmp_path / "x" / "y").mkdir(parents=True)     # a working folder where "../a/best.pt" is not a file
+    monkeypatch.chdir(tmp_path / "x" / "y")
+    cfg = load_config(str(cfg_dir / "stage2.yaml"))
+    part = train(cfg, out_dir=tmp_path / "b", max_epochs=1, quiet=True)
+    written = load_config(str(tmp_path / "b" / "config.yaml"))
+    assert written.model.init_from == str(cfg_dir / "../a/best.pt") and cfg.model.init_from == "../a/best.pt"
+    chain = read_stages(tmp_path / "b")                       # the curves find the first stage
+    assert [c.path.parent.name for c in chain] == ["a", "b"] and chain[1].offset == first.best_epoch == 1
+    moved = tmp_path / "a" / "moved.pt"
+    (tmp_path / "a" / "best.pt").rename(moved)
+    resumed = train(written, out_dir=tmp_path / "b", resume=part.last_checkpoint, quiet=True)
+    assert [r["epoch"] for r in resumed.history] == [1, 2]
+    res = json.loads((tmp_path / "b" / "result.json").read_text())
+    assert res["init_from"] == {"file": str(cfg_dir / "../a/best.pt"), "sha256": None}
+
+
 def test_test_split_never_influences_training(tmp_path):
     with_test = train(_cfg(train={"epochs": 2}), out_dir=tmp_path / "a", quiet=True)
     no_test = train(_cfg(train={"epochs": 2}, data={"test_split": None}), out_dir=tmp_path / "b", quiet=True)

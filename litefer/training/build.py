@@ -118,8 +118,9 @@ def init_path(cfg: TrainConfig) -> Optional[Path]:
     return path
 
 
-def build_model(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, dict]:
-    """The model and its ``preprocess`` dict (channels, size, mean, std, crop)."""
+def build_model(cfg: TrainConfig, num_classes: int, init_weights: bool = True) -> tuple[nn.Module, dict]:
+    """The model and its ``preprocess`` dict (channels, size, mean, std, crop).  ``init_weights``
+    False: ``model.init_from`` is not read (a resumed run's weights come from its ``last.pt``)."""
     from litefer.models import create_model, model_info
     m = cfg.model
     try:
@@ -138,7 +139,7 @@ def build_model(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, dict]:
         model = create_model(m.arch, num_classes=num_classes, in_chans=channels, pretrained=m.pretrained, **m.kwargs)
     except TypeError as exc:
         raise ConfigError(f"{m.arch} does not accept these arguments: {exc}", _src(cfg), "model.kwargs") from None
-    path = init_path(cfg)
+    path = init_path(cfg) if init_weights else None
     if path is not None:
         from litefer.models.pretrained import InitError, init_from
         if not path.is_file():

@@ -121,7 +121,9 @@ def build_run(cfg: TrainConfig, device: torch.device, dinfo: D.DistInfo, splits:
     train_counts = np.bincount(splits.train.hard_targets, minlength=num_classes)
 
     seed_everything(tc.seed, tc.deterministic)
-    model, pre = build_model(cfg, num_classes)
+    if checkpoint is not None and cfg.model.init_from:
+        log(f"model.init_from ({cfg.model.init_from}) not read: a resumed run's weights come from its last.pt")
+    model, pre = build_model(cfg, num_classes, init_weights=checkpoint is None)
     criterion = build_criterion(cfg, num_classes, getattr(model, "num_features", None), train_counts,
                                 getattr(model, "num_backbone_features", None))
     build_transforms(cfg, pre)                          # validates the aug section (named errors)

@@ -303,6 +303,13 @@ def _train(cfg: TrainConfig, device: torch.device, dinfo: D.DistInfo, out_dir, r
         raise ConfigError(f"data.num_classes={cfg.data.num_classes} but the data has {len(labels)} labels",
                           _src(cfg), "data.num_classes")
     raw = _load_resume(resume_path, cfg, labels, log) if resume_path is not None else None
+    if raw is None and cfg.model.init_from:
+        used = init_path(cfg)
+        if str(used) != cfg.model.init_from:
+            # the run folder's config.yaml names the file actually loaded (a path relative to the
+            # original config's folder would not resolve from the run folder: resume, curves --stages)
+            cfg = copy.deepcopy(cfg)
+            cfg.model.init_from = str(used)
     parts = build_run(cfg, device, dinfo, splits, raw, log)
     model, iters, pre = parts.model, parts.iters, parts.pre
 
