@@ -39,16 +39,21 @@ def _wait(pred, seconds=240.0):
 @pytest.mark.slow
 @pytest.mark.skipif(not LITEFER.is_file(), reason=f"needs the litefer entry point next to {sys.executable}")
 def test_start_status_stop_resume(tmp_path):
-    cfg = tmp_path / "t.yaml"
-    cfg.write_text("""
-data: {dataset: synthetic, num_classes: 3, val_split: val, test_split: null,
-       options: {n_train: 3000, n_val: 32, size: 24}}
-model: {arch: mini_xception, input_size: 24}
-optim: {name: adam, lr: 0.001}
-train: {epochs: 1, batch_size: 8, checkpoint_minutes: 10, progress: false, tensorboard: false, autotune: false}
+    def config(name, n_train):
+        path = tmp_path / name
+        path.write_text(f"""
+data: {{dataset: synthetic, num_classes: 3, val_split: val, test_split: null,
+       options: {{n_train: {n_train}, n_val: 32, size: 24}}}}
+model: {{arch: mini_xception, input_size: 24}}
+optim: {{name: adam, lr: 0.001}}
+train: {{epochs: 1, batch_size: 8, checkpoint_minutes: 10, progress: false, tensorboard: false, autotune: false}}
 """)
+        return path
+    # t must still be running after two stops: 20,000 images is ~20 s of one thread on a fast
+    # (AVX-512) CPU, where 3,000 (~3 s) once finished before the first stop came; u only has to finish
+    cfg, cfg_u = config("t.yaml", 20000), config("u.yaml", 3000)
     runs = tmp_path / "runs"
-    env = {**os.environ, "LITEFER": str(LITEFER), "LONG_RUNS_DIR": str(runs), "RUNS": f"t={cfg} u={cfg}",
+    env = {**os.environ, "LITEFER": str(LITEFER), "LONG_RUNS_DIR": str(runs), "RUNS": f"t={cfg} u={cfg_u}",
            "THREADS": "1"}
     bad = _sh("start", env={**env, "RUNS": f"t={cfg} u={tmp_path / 'missing.yaml'}"})
     assert bad.returncode == 2 and "missing.yaml not found" in bad.stderr and not runs.exists()  # checked first
