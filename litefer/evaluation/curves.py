@@ -146,8 +146,8 @@ def read_stages(run: str | Path, name: Optional[str] = None) -> list[Curve]:
     epoch (the last one flagged ``best``: the weights in best.pt) plus that run's own offset.
     A weight file that is not a run's ``best.pt`` (a user's ImageNet weights, say) ends the
     chain. A relative ``init_from`` (the trainer records the path as it found it) is read from
-    the working folder, else from the run folder. Errors name the file: a ``best.pt`` whose run has no epoch
-    flagged best, a ``best.pt`` in a folder that does not exist, or a loop of runs.
+    the working folder, else from the run folder. Errors name the file: a ``best.pt`` whose
+    run has no epoch flagged best, a ``best.pt`` in a folder that does not exist, or a loop of runs.
     """
     curve = read_curve(run, name)
     chain = [curve]

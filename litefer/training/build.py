@@ -143,8 +143,9 @@ def build_model(cfg: TrainConfig, num_classes: int, init_weights: bool = True) -
     if path is not None:
         from litefer.models.pretrained import InitError, init_from
         if not path.is_file():
-            where = f" or {path}" if str(path) != str(Path(m.init_from).expanduser()) else ""
-            raise ConfigError(f"{m.init_from}: no such weight file (looked for {Path(m.init_from).expanduser()} "
+            given = Path(m.init_from).expanduser()
+            where = f" or {path}" if path != given else ""
+            raise ConfigError(f"{m.init_from}: no such weight file (looked for {given} "
                               f"from the working folder {Path.cwd()}{where})", _src(cfg), "model.init_from")
         try:
             report = init_from(model, path, exclude=m.init_exclude, partial=m.init_partial)
