@@ -212,7 +212,8 @@ def align_arrays(arrays: FaceArrays, detector: str = "auto", crop: str = "aligne
         images=z["images"][idx], targets=arrays.targets[idx], labels=arrays.labels,
         ids=[arrays.ids[i] for i in idx],
         groups=None if arrays.groups is None else arrays.groups[idx],
-        name=arrays.name, split=arrays.split, skipped=skipped)
+        name=arrays.name, split=arrays.split, skipped=skipped,
+        classes=None if arrays.classes is None else arrays.classes[idx])
     report = AlignReport(dataset=dataset or arrays.name, split=arrays.split, crop=crop, size=size,
                          detector=det_name, missing=missing, n=len(found), found=int(found.sum()),
                          not_found=[arrays.ids[i] for i in np.flatnonzero(~found)],

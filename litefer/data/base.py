@@ -69,6 +69,9 @@ class FaceArrays:
     labels:  the label set (canonical names, see :mod:`litefer.labels`).
     ids:     a stable id per image (file name or csv row), for reports and exclusion lists.
     groups:  optional subject id per image (for subject-independent splits).
+    classes: optional int64 (N,) own class of each image where ``targets`` are soft and their
+             top class need not be it (a teacher's predictions mixed in): class counts,
+             balancing, stratification and training accuracy follow it.  None: the top class.
     """
     images: np.ndarray
     targets: np.ndarray
@@ -78,6 +81,7 @@ class FaceArrays:
     name: str = ""
     split: str = ""
     skipped: SkipReport = field(default_factory=SkipReport)
+    classes: Optional[np.ndarray] = None
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -85,6 +89,8 @@ class FaceArrays:
             raise ValueError(f"FaceArrays: {n} images, {len(self.targets)} targets, {len(self.ids)} ids")
         if self.groups is not None and len(self.groups) != n:
             raise ValueError(f"FaceArrays: {n} images but {len(self.groups)} groups")
+        if self.classes is not None and len(self.classes) != n:
+            raise ValueError(f"FaceArrays: {n} images but {len(self.classes)} classes")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -95,7 +101,9 @@ class FaceArrays:
 
     @property
     def hard_targets(self) -> np.ndarray:
-        """Class indices (argmax of soft targets)."""
+        """Class indices: ``classes`` where set, else the targets (the argmax of soft ones)."""
+        if self.classes is not None:
+            return self.classes
         t = self.targets
         return t.argmax(1).astype(np.int64) if t.ndim == 2 else t
 
@@ -110,7 +118,7 @@ class FaceArrays:
             ids=[self.ids[i] for i in idx],
             groups=None if self.groups is None else self.groups[idx],
             name=self.name, split=split if split is not None else self.split,
-            skipped=self.skipped,
+            skipped=self.skipped, classes=None if self.classes is None else self.classes[idx],
         )
 
     def exclude(self, ids: set[str]) -> "FaceArrays":

@@ -129,8 +129,8 @@ def soften(probs: np.ndarray, temperature: float) -> np.ndarray:
 
 def distill_targets(arrays: FaceArrays, path: str | os.PathLike, weight: float = 1.0,
                     temperature: float = 1.0) -> tuple[FaceArrays, dict]:
-    """``arrays`` with soft targets mixed from the teacher file at ``path`` (module docstring)
-    and a summary: file, its SHA-256 (of the bytes read), rows used / unused, and how often
+    """``arrays`` with soft targets mixed from the teacher file at ``path`` (module docstring),
+    each image's own class kept as ``classes`` (what balancing and accuracy follow), and a summary: file, its SHA-256 (of the bytes read), rows used / unused, and how often
     the teacher's top class is the image's own label (``agreement``)."""
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"weight must be in [0, 1], got {weight}")
@@ -154,4 +154,4 @@ def distill_targets(arrays: FaceArrays, path: str | os.PathLike, weight: float =
     agreement = float((teacher.argmax(1) == arrays.hard_targets).mean()) if len(arrays) else float("nan")
     info = {"file": str(path), "sha256": sha256, "rows": len(ids), "used": len(arrays),
             "unused": len(ids) - len(set(rows)), "weight": float(weight), "temperature": float(temperature), "agreement": agreement}
-    return replace(arrays, targets=mixed), info
+    return replace(arrays, targets=mixed, classes=arrays.hard_targets.copy()), info

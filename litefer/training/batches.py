@@ -55,7 +55,8 @@ def _to_model_pixels(images: np.ndarray, size: int, channels: int) -> np.ndarray
 
 class TensorFaces:
     """One split as tensors on ``device``: ``images`` uint8 (N, c, S, S), ``targets``
-    int64 (N,) or float32 (N, C) soft targets."""
+    int64 (N,) or float32 (N, C) soft targets, ``classes`` int64 (N,): each image's own class
+    (:attr:`FaceArrays.hard_targets`; what training accuracy is measured against)."""
 
     def __init__(self, arrays: FaceArrays, size: int, channels: int, device: torch.device | str = "cpu"):
         self.size, self.channels = int(size), int(channels)
@@ -63,6 +64,8 @@ class TensorFaces:
         t = np.asarray(arrays.targets)
         self.soft = t.ndim == 2
         self.targets = torch.from_numpy(t.astype(np.float32 if self.soft else np.int64)).to(device)
+        self.classes = (torch.from_numpy(np.asarray(arrays.hard_targets, dtype=np.int64)).to(device)
+                        if self.soft else self.targets)
         self.device = torch.device(device)
 
     def __len__(self) -> int:

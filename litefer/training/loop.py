@@ -80,10 +80,6 @@ class EpochTotals:
     save_partial: Callable[[int], None]
 
 
-def _hard(y: torch.Tensor) -> torch.Tensor:
-    return y.argmax(1) if y.ndim == 2 else y
-
-
 def forward_backward(p: RunParts, x: torch.Tensor, y: torch.Tensor):
     """Forward and backward of one batch, gradients added to the parameters' ``.grad``:
     (loss, detached logits, loss terms), each the batch mean.  With ``opts.micro_batch`` (n > 0,
@@ -137,6 +133,10 @@ def train_one_epoch(parts: RunParts, files: RunFiles, record: RunRecord, ckpt: C
         correct = partial["correct"].to(device)
         seen, train_time0 = int(partial["seen"]), float(partial["train_time"])
     order = np.fromiter(iter(p.sampler), dtype=np.int64)
+    # each sample's own class, in batch order (oversampled copies are marked index + N): training
+    # accuracy is measured against it, not against the top class of soft (e.g. distilled) targets
+    own = p.train_data.classes.index_select(
+        0, torch.from_numpy(order % len(p.train_data)).to(p.train_data.classes.device))
 
     def write_mid(position_iter: int) -> None:
         rngs = D.all_gather_object(S.rng_state(), dinfo)
@@ -170,7 +170,7 @@ def train_one_epoch(parts: RunParts, files: RunFiles, record: RunRecord, ckpt: C
         sums["loss"] += loss.detach().double() * bs
         for k, v in terms.items():
             sums[k] += v.double() * bs
-        correct += (logits.argmax(1) == _hard(y)).sum()
+        correct += (logits.argmax(1) == own[it * tc.batch_size:it * tc.batch_size + bs]).sum()
         it += 1
         if it % 10 == 0 or it == p.iters:
             run_loss = sums["loss"].item() / seen
