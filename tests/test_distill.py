@@ -192,10 +192,9 @@ def test_only_the_training_split_takes_the_teacher(tmp_path):
 # ------------------------------------------------------------------------------ training
 def test_the_student_learns_what_the_teacher_says(tmp_path):
     """A teacher that names class k+1 for every image of class k: trained on its targets
-    alone, the student fits that mapping (its accuracy against the teacher's classes on the
-    training images is high) and so scores below chance on the true validation labels, and
-    its training accuracy, measured against the images' own labels, is as low; the run
-    records the teacher. Without the teacher the same run learns the true labels."""
+    alone, the student fits that mapping (it names class k+1 for validation faces of class k)
+    and so scores below chance on the true validation labels, and its training accuracy,
+    measured against the images' own labels, is as low; the run records the teacher. Without the teacher the same run learns the true labels."""
     plain = prepare_data(_cfg())
     shifted = (plain.train.targets + 1) % 4
     probs = np.full((len(shifted), 4), 0.01)

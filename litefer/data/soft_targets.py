@@ -130,8 +130,9 @@ def soften(probs: np.ndarray, temperature: float) -> np.ndarray:
 def distill_targets(arrays: FaceArrays, path: str | os.PathLike, weight: float = 1.0,
                     temperature: float = 1.0) -> tuple[FaceArrays, dict]:
     """``arrays`` with soft targets mixed from the teacher file at ``path`` (module docstring),
-    each image's own class kept as ``classes`` (what balancing and accuracy follow), and a summary: file, its SHA-256 (of the bytes read), rows used / unused, and how often
-    the teacher's top class is the image's own label (``agreement``)."""
+    each image's own class kept as ``classes`` (what balancing and accuracy follow), and a
+    summary: file, its SHA-256 (of the bytes read), rows used / unused, and how often the
+    teacher's top class is the image's own label (``agreement``)."""
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"weight must be in [0, 1], got {weight}")
     ids, probs, sha256 = _read(path, arrays.labels)
