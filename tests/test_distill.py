@@ -177,8 +177,8 @@ def test_only_the_training_split_takes_the_teacher(tmp_path):
     np.testing.assert_array_equal(d.test.targets, plain.test.targets)
     # each image keeps its own class: class counts, balancing and stratification follow it,
     # not the top class of the mixed targets (which a confident teacher decides)
-    liar = np.eye(4)[(plain.train.targets + 1) % 4]
-    d_liar = prepare_data(_cfg(teacher=str(_write(tmp_path / "liar.csv", plain.train.ids, liar)), teacher_weight=0.9))
+    liar = _write(tmp_path / "liar.csv", plain.train.ids, np.eye(4)[(plain.train.targets + 1) % 4])
+    d_liar = prepare_data(_cfg(teacher=str(liar), teacher_weight=0.9))
     assert (d_liar.train.targets.argmax(1) == (plain.train.targets + 1) % 4).all()
     np.testing.assert_array_equal(d_liar.train.hard_targets, plain.train.targets)
     assert d_liar.train.class_counts() == plain.train.class_counts()

@@ -154,5 +154,6 @@ def distill_targets(arrays: FaceArrays, path: str | os.PathLike, weight: float =
     mixed = (weight * teacher + (1.0 - weight) * own_soft).astype(np.float32)
     agreement = float((teacher.argmax(1) == arrays.hard_targets).mean()) if len(arrays) else float("nan")
     info = {"file": str(path), "sha256": sha256, "rows": len(ids), "used": len(arrays),
-            "unused": len(ids) - len(set(rows)), "weight": float(weight), "temperature": float(temperature), "agreement": agreement}
+            "unused": len(ids) - len(set(rows)), "weight": float(weight), "temperature": float(temperature),
+            "agreement": agreement}
     return replace(arrays, targets=mixed, classes=arrays.hard_targets.copy()), info
