@@ -12,7 +12,11 @@ For every config (default: the paper configs whose data is here):
   milestones scale with it);
 - everything goes to one folder: ``OUT/<config name>/`` (the usual run folder: best.pt,
   last.pt, metrics.csv, result.json, status.json), ``OUT/plan.json`` and ``OUT/summary.md``;
-  rerunning the same command resumes unfinished runs from their last.pt.
+  rerunning the same command resumes unfinished runs from their last.pt;
+- a distillation config (``data.teacher``) needs its teacher's predictions over the training
+  split: with ``--teacher MODEL`` (a bundled name or a checkpoint) the ones that are missing are
+  written first, on the same device (``litefer evaluate MODEL --split TRAIN --out DIR`` does the
+  same); an existing file is used as it is, never overwritten.
 
 The CPU path of litefer does not depend on this script.  ``--device cpu`` runs the same
 code on the CPU (slow; for checking the script), ``--dry-run`` only prints the plan.
@@ -20,6 +24,7 @@ code on the CPU (slow; for checking the script), ``--dry-run`` only prints the p
     scripts/gpu_reproduce.sh --budget-hours 6 --out runs/gpu
     .venv/bin/python scripts/gpu_reproduce.py --configs configs/se_sepnet_fer2013.yaml --budget-hours 1 --dry-run
     scripts/gpu_reproduce.sh --configs configs/i_mobilenetv2_fer2013.yaml --set train.seed=1 --out runs/gpu_s1
+    scripts/gpu_reproduce.sh --configs configs/se_sepnet_fer2013_distill.yaml --teacher fer2013 --out runs/gpu
 """
 from __future__ import annotations
 
@@ -72,6 +77,52 @@ def probe_images_per_s(cfg, data, steps_images: int, out: Path) -> float:
     c.sched.milestones = [m for m in c.sched.milestones if m < 2] or ([1] if c.sched.name == "multistep" else [])
     res = train(c, out, data=small, quiet=True)
     return float(res.history[-1]["images_per_s"])        # the second epoch: warm
+
+
+def write_teacher_predictions(config_files, teacher: str, *, device: str, overrides: list[str] | None = None,
+                              log=print) -> list[Path]:
+    """For each config with a ``data.teacher`` file that does not exist yet: ``teacher``'s
+    predictions over the config's training split, written to that path (the layout of
+    ``litefer evaluate --out DIR``: DIR/predictions.csv). Existing files are left as they are.
+    Returns the files written."""
+    import shutil
+    import tempfile
+    from litefer.data.base import DatasetError
+    from litefer.evaluation import evaluate
+    from litefer.models.checkpoint import CheckpointError
+    from litefer.training import load_config
+    from litefer.training.config import ConfigError
+    from litefer.training.data import load_split
+    written: list[Path] = []
+    for f in config_files:
+        try:
+            cfg = load_config(f, overrides or None)
+        except ConfigError:
+            continue                                   # plan_runs reports it
+        if cfg.data.teacher is None:
+            continue
+        dest = Path(cfg.data.teacher).expanduser()
+        if dest.exists():
+            log(f"{cfg.name}: teacher predictions {dest} exist; used as they are")
+            continue
+        try:
+            arrays = load_split(cfg, cfg.data.train_split, "train")
+        except (ConfigError, DatasetError) as exc:
+            log(f"{cfg.name}: no teacher predictions written: {exc}")
+            continue
+        t0 = time.time()
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".teacher-") as tmp:
+            try:
+                res = evaluate(teacher, arrays, device=device, out_dir=tmp)
+            except (CheckpointError, ValueError) as exc:
+                raise SystemExit(f"error: --teacher {teacher} on {cfg.data.dataset}/{cfg.data.train_split}: {exc}")
+            shutil.move(str(Path(tmp) / "predictions.csv"), dest)
+        written.append(dest)
+        log(f"{cfg.name}: wrote {teacher}'s predictions on {len(arrays)} {cfg.data.dataset}/{cfg.data.train_split} "
+            f"faces to {dest} ({time.time() - t0:.0f} s; its top class is the label for "
+            f"{100 * res.metrics['accuracy']:.1f} %)")
+    return written
 
 
 def plan_runs(config_files, *, budget_hours: float, batch: int, device: str, out: Path, probe_images: int,
@@ -128,6 +179,9 @@ def main(argv=None) -> int:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a value in every config, as litefer train --set (repeatable), "
                          "e.g. --set train.seed=1; the sized epochs stay min(config, what fits)")
+    ap.add_argument("--teacher", default=None, metavar="MODEL",
+                    help="for distillation configs (data.teacher) whose predictions file is missing: write it "
+                         "first with this model (a bundled name such as fer2013, or a checkpoint)")
     ap.add_argument("--dry-run", action="store_true", help="print the plan, train nothing")
     args = ap.parse_args(argv)
     from litefer.training.config import ConfigError, TrainConfig, apply_overrides
@@ -142,6 +196,9 @@ def main(argv=None) -> int:
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     files = [REPO / f if not Path(f).is_absolute() and not Path(f).exists() else Path(f) for f in args.configs]
+    if args.teacher is not None:
+        write_teacher_predictions(files, args.teacher, device=args.device, overrides=args.overrides,
+                                  log=lambda m: print(m, file=sys.stderr, flush=True))
     entries = plan_runs(files, budget_hours=args.budget_hours, batch=args.batch, device=args.device, out=args.out,
                         probe_images=args.probe_images, limit=args.limit, overrides=args.overrides,
                         log=lambda m: print(m, file=sys.stderr, flush=True))

@@ -94,3 +94,42 @@ def test_set_overrides_every_config_and_refuses_unknown_keys(tmp_path, tiny_arch
     err = capsys.readouterr().err
     assert "train.epoch" in err and "--set" in err
     assert not (out / "plan.json").exists()
+
+
+def test_teacher_predictions_written_first_for_distillation_configs(tmp_path, tiny_arch):
+    """``--teacher MODEL``: a distillation config whose predictions file is missing gets it
+    written from MODEL over the config's training split before the plan (the file ``litefer
+    evaluate --out`` writes, read back by the trainer); an existing file is never overwritten;
+    without --teacher the config is skipped with the command that makes the file."""
+    import numpy as np
+    from litefer.data.soft_targets import read_soft_targets
+    from litefer.evaluation import evaluate
+    from litefer.training import load_config, train
+    from litefer.training.data import load_split
+    plain = _tiny_config(tmp_path, tiny_arch, 64, 16)
+    teacher = train(load_config(plain, ["train.epochs=1", "train.progress=false"]), tmp_path / "teacher", quiet=True)
+    ckpt = teacher.out_dir / "best.pt"
+    dest = tmp_path / "t" / "predictions.csv"
+    cfg = tmp_path / "student.yaml"
+    cfg.write_text(plain.read_text().replace("val_split: val,", f"val_split: val, teacher: '{dest}', "
+                                                                 "teacher_weight: 0.5,"))
+    mod = _script()
+    mod.probe_images_per_s = lambda *a, **kw: 1e9
+    out = tmp_path / "gpu"
+    base = ["--configs", str(cfg), "--device", "cpu", "--batch", "32", "--budget-hours", "1", "--out", str(out),
+            "--dry-run"]
+    assert mod.main(base) == 1 and not dest.exists()                # nothing to plan: the file is missing
+    assert mod.main([*base, "--teacher", str(ckpt)]) == 0
+    plan = json.loads((out / "plan.json").read_text())["runs"]
+    assert [r["name"] for r in plan] == ["student"]
+    arrays = load_split(load_config(cfg), "train", "train")
+    ids, probs = read_soft_targets(dest, arrays.labels)
+    assert ids == list(arrays.ids)
+    np.testing.assert_allclose(probs, evaluate(str(ckpt), arrays).probs, atol=1e-4)
+    mtime = dest.stat().st_mtime_ns
+    assert mod.main([*base, "--teacher", str(tmp_path / "no_such.pt")]) == 0    # exists: not rewritten
+    assert dest.stat().st_mtime_ns == mtime
+    dest.unlink()
+    with pytest.raises(SystemExit, match="no_such.pt"):
+        mod.main([*base, "--teacher", str(tmp_path / "no_such.pt")])
+    assert not dest.exists() and [p.name for p in dest.parent.iterdir()] == []   # no temp folder left
