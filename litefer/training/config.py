@@ -69,6 +69,10 @@ class DataConfig:
     #: ``p_<label>`` columns become the training targets (validation and test keep their
     #: own labels). null: no teacher
     teacher: Optional[str] = None
+    #: online distillation: a teacher model (bundled name or checkpoint) that labels every
+    #: training batch as the student sees it, augmentation included
+    #: (:mod:`litefer.training.teacher`); exclusive with ``teacher``. null: none
+    teacher_model: Optional[str] = None
     #: target = teacher_weight * teacher + (1 - teacher_weight) * the image's own label
     teacher_weight: float = field(default=1.0, metadata={"range": (0.0, 1.0)})
     #: the teacher's probabilities softened (> 1) or sharpened (< 1): softmax(log p / T)
@@ -542,11 +546,15 @@ def validate(cfg: TrainConfig, where: str = "config") -> TrainConfig:
         raise err("must be >= 0", "train.workers")
     if cfg.train.early_stopping < 0:
         raise err("must be >= 0 (0 disables early stopping)", "train.early_stopping")
-    if cfg.data.teacher is None:
+    if cfg.data.teacher is not None and cfg.data.teacher_model is not None:
+        raise err("give one teacher: data.teacher (a predictions.csv, fixed targets) or data.teacher_model "
+                  "(a model that labels every augmented batch), not both", "data.teacher_model")
+    if cfg.data.teacher is None and cfg.data.teacher_model is None:
         for key, v in (("data.teacher_weight", cfg.data.teacher_weight),
                        ("data.teacher_temperature", cfg.data.teacher_temperature)):
             if v != 1.0:
-                raise err("has no effect without data.teacher (a teacher's predictions.csv)", key)
+                raise err("has no effect without data.teacher (a teacher's predictions.csv) or "
+                          "data.teacher_model", key)
     mb = cfg.train.micro_batch
     if not isinstance(mb, str) and (isinstance(mb, bool) or mb < 0 or mb == 1):
         raise err(f"must be 0 (the whole batch), 'auto' or a slice of >= 2 samples "

@@ -150,6 +150,9 @@ def train_one_epoch(parts: RunParts, files: RunFiles, record: RunRecord, ckpt: C
                               copies_only=p.sampler.mark_copies)
     for x, y in batches:
         lr = sched.apply(optimizer, epoch, it)
+        if p.teacher is not None:           # online distillation: the teacher labels this very view
+            with p.autocast():
+                y = p.teacher(x, y)
         if p.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         optimizer.zero_grad(set_to_none=True)

@@ -65,6 +65,8 @@ class RunParts:
     amp_dtype: torch.dtype
     #: the weights' moving average (``train.ema_decay``), or None
     ema: Optional[ModelEma] = None
+    #: online distillation (``data.teacher_model``): labels each training batch, or None
+    teacher: Optional[Any] = None
 
     @property
     def num_classes(self) -> int:
@@ -177,9 +179,11 @@ def build_run(cfg: TrainConfig, device: torch.device, dinfo: D.DistInfo, splits:
             step_fn = torch.compile(step_ddp)
     use_amp = bool(tc.amp and cuda)
     amp_dtype = torch.bfloat16 if tc.amp_dtype == "bfloat16" else torch.float16
+    normalize = Normalize(pre["channels"], pre["mean"], pre["std"])
+    teacher = _online_teacher(cfg, labels, pre, device, opts, splits, train_data, normalize, log)
     if tc.budget_hours and checkpoint is None:
         _size_to_budget(cfg, model, pre, splits, iters * tc.batch_size, num_classes, device, dinfo, opts, use_amp,
-                        amp_dtype, log)
+                        amp_dtype, log, teacher=teacher)
     optimizer = build_optimizer(cfg, model, criterion.model_params())
     if dinfo.enabled and cfg.optim.lr_base_batch:
         lr = scaled_lr(cfg, dinfo.world_size)
@@ -191,17 +195,45 @@ def build_run(cfg: TrainConfig, device: torch.device, dinfo: D.DistInfo, splits:
         criterion=criterion, optimizer=optimizer, center_opt=criterion.centers_optimizer(), scaler=scaler,
         sched=LRSchedule(cfg.sched, tc.epochs, iters, monitor_mode(tc.monitor)),
         train_data=train_data, val_data=val_data, augment=build_batch_augment(cfg.aug, pre),
-        normalize=Normalize(pre["channels"], pre["mean"], pre["std"]), sampler=sampler, iters=iters,
+        normalize=normalize, sampler=sampler, iters=iters,
         drop_last=drop_last, eval_batch_size=tc.eval_batch_size or 2 * tc.batch_size, opts=opts,
-        step_ddp=step_ddp, step_fn=step_fn, use_amp=use_amp, amp_dtype=amp_dtype, ema=ema)
+        step_ddp=step_ddp, step_fn=step_fn, use_amp=use_amp, amp_dtype=amp_dtype, ema=ema, teacher=teacher)
+
+
+def _online_teacher(cfg: TrainConfig, labels: tuple, pre: dict, device: torch.device, opts: StepOptions,
+                    splits: DataSplits, train_data: TensorFaces, normalize: Normalize, log: Callable[[str], None]):
+    """The :class:`~litefer.training.teacher.OnlineTeacher` of ``data.teacher_model`` (None
+    without one); what it is, and how often its top class is the training images' own class,
+    go into ``splits.info["teacher"]`` (and so into the run's checkpoints and result.json)."""
+    d = cfg.data
+    if d.teacher_model is None:
+        return None
+    from litefer.training.teacher import OnlineTeacher, TeacherError
+    try:
+        teacher = OnlineTeacher(d.teacher_model, labels, pre, weight=d.teacher_weight,
+                                temperature=d.teacher_temperature, device=device, channels_last=True)
+        cpu_bf16 = device.type != "cuda" and bool(opts.bf16)
+        with torch.autocast("cpu", dtype=torch.bfloat16) if cpu_bf16 else torch.autocast(device.type, enabled=False):
+            agree = teacher.agreement(train_data.images, train_data.classes, normalize)
+    except TeacherError as exc:
+        raise ConfigError(str(exc), _src(cfg), "data.teacher_model") from None
+    teacher.info.update(agreement=agree, images=len(train_data))
+    splits.info["teacher"] = dict(teacher.info)
+    chance = 1.0 / max(len(labels), 1)
+    if agree < 1.5 * chance:
+        log(f"[yellow]warning:[/] the teacher {d.teacher_model}'s top class is the training label for only "
+            f"{100 * agree:.1f} % of the training images (chance: {100 * chance:.0f} %): is it a model for "
+            f"these classes and images?")
+    return teacher
 
 
 def _size_to_budget(cfg: TrainConfig, model: nn.Module, pre: dict, splits: DataSplits, epoch_images: int,
                     num_classes: int, device: torch.device, dinfo: D.DistInfo, opts: StepOptions, use_amp: bool,
-                    amp_dtype: torch.dtype, log: Callable[[str], None]) -> None:
+                    amp_dtype: torch.dtype, log: Callable[[str], None], teacher=None) -> None:
     """``train.budget_hours``: measure this run's step and validation speed here, then set the
     epochs (and what counts in epochs) to what fits (:mod:`litefer.training.budget`).
-    ``epoch_images``: what one epoch steps through on this rank (oversampling included)."""
+    ``epoch_images``: what one epoch steps through on this rank (oversampling included);
+    ``teacher``: an online teacher, whose forward pass each training batch also pays."""
     from litefer.training import budget as B
     tc = cfg.train
     if device.type == "cuda":
@@ -212,6 +244,11 @@ def _size_to_budget(cfg: TrainConfig, model: nn.Module, pre: dict, splits: DataS
     train_ips, eval_ips = B.measure(model, (pre["channels"], pre["size"], pre["size"]), tc.batch_size,
                                     eval_batch, num_classes, device, channels_last=bool(opts.channels_last),
                                     autocast=autocast, micro_batch=opts.micro_batch)
+    if teacher is not None:
+        t_ips = _teacher_images_per_s(teacher, (pre["channels"], pre["size"], pre["size"]), tc.batch_size, device,
+                                      autocast)
+        log(f"budget: the online teacher labels {t_ips:.0f} images/s, the step trains {train_ips:.0f}")
+        train_ips = 1.0 / (1.0 / train_ips + 1.0 / t_ips)
     world = max(1, dinfo.world_size)              # under DDP every rank steps through its share
     p = B.plan(float(tc.budget_hours), train_images=epoch_images,
                val_images=-(-len(splits.val) // world),
@@ -220,3 +257,24 @@ def _size_to_budget(cfg: TrainConfig, model: nn.Module, pre: dict, splits: DataS
     p = D.broadcast_object(p, dinfo)              # every rank trains rank 0's plan
     B.apply_plan(cfg, p)
     log(f"budget: {p.describe()}")
+
+
+def _teacher_images_per_s(teacher, in_shape: tuple[int, int, int], batch: int, device: torch.device, autocast,
+                          reps: int = 3) -> float:
+    """Images/s of ``teacher`` labelling random student batches (one warm-up call, then the
+    median of ``reps`` timed calls)."""
+    import time
+    x = torch.randn(batch, *in_shape, device=device)
+    y = torch.zeros(batch, dtype=torch.long, device=device)
+    times = []
+    for i in range(reps + 1):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        with autocast():
+            teacher(x, y)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i:
+            times.append(time.perf_counter() - t0)
+    return batch / max(sorted(times)[len(times) // 2], 1e-9)

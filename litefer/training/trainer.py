@@ -339,7 +339,12 @@ def _train(cfg: TrainConfig, device: torch.device, dinfo: D.DistInfo, out_dir, r
         f"{f' / {len(splits.test)} test' if splits.test is not None else ''} images, {len(labels)} classes; "
         f"{tc.epochs} epochs x {iters} iterations{cpu_opts}; out: {out}")
     teacher = splits.info.get("teacher")
-    if teacher:
+    if teacher and teacher.get("online"):
+        log(f"distillation (online): training targets {teacher['weight']:g} x {teacher['model']} "
+            f"(T={teacher['temperature']:g}) on each augmented batch + {1 - teacher['weight']:g} x own label; "
+            f"its top class is the training label for {100 * teacher['agreement']:.1f} % of the "
+            f"{teacher['images']} un-augmented training images")
+    elif teacher:
         log(f"distillation: training targets {teacher['weight']:g} x teacher (T={teacher['temperature']:g}) + "
             f"{1 - teacher['weight']:g} x own label, from {teacher['file']} ({teacher['used']} of its "
             f"{teacher['rows']} rows; its top class is the training label for {100 * teacher['agreement']:.1f} %)")
