@@ -35,12 +35,13 @@ Choices, with their reasons:
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+
+from litefer.training.checkpoint import sha256_file
 
 #: the luma weights of :func:`litefer.preprocess.to_grey` (ITU-R BT.601)
 LUMA = (0.299, 0.587, 0.114)
@@ -57,14 +58,6 @@ def _per_channel(values: Sequence[float], channels: int, device) -> torch.Tensor
     if len(v) != channels:
         raise TeacherError(f"{len(v)} normalisation values for {channels} channels")
     return torch.tensor(v, dtype=torch.float32, device=device).view(1, channels, 1, 1)
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class OnlineTeacher:
@@ -110,7 +103,7 @@ class OnlineTeacher:
         file = p if p.is_file() else (bundled_path(self.source) if self.source in BUNDLED else None)
         self.info = {"model": self.source, "online": True, "weight": self.weight, "temperature": self.temperature,
                      "arch": meta.arch, "preprocess": dict(tp),
-                     **({"sha256": _file_sha256(Path(file))} if file is not None else {})}
+                     **({"sha256": sha256_file(Path(file))} if file is not None else {})}
 
     def teacher_input(self, x: torch.Tensor) -> torch.Tensor:
         """The student's normalised batch as the teacher's normalised input."""
