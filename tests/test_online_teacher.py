@@ -184,16 +184,94 @@ def test_a_budget_counts_the_teachers_time(tmp_path, trained, monkeypatch):
     teacher each measured at 1 s per epoch of 192 faces (validation 1 s, test 1 s), 7 s fit
     3 epochs without the teacher and 2 with it."""
     from litefer.training import budget as B
-    from litefer.training import setup
+    from litefer.training import teacher as T
     import contextlib
     ckpt, _ = trained
     t = OnlineTeacher(str(ckpt), LABELS, {"channels": 1, "size": 24, "mean": [0.5], "std": [0.5]})
-    assert setup._teacher_images_per_s(t, (1, 24, 24), 16, torch.device("cpu"), contextlib.nullcontext) > 0
+    assert T.images_per_s(t, torch.randn(16, 1, 24, 24), contextlib.nullcontext) > 0
     monkeypatch.setattr(B, "measure", lambda *a, **k: (192 / 0.9, 64.0))
-    monkeypatch.setattr(setup, "_teacher_images_per_s", lambda *a, **k: 192 / 0.9)
+    monkeypatch.setattr(T, "images_per_s", lambda *a, **k: 192 / 0.9)
     plain = _cfg(epochs=10)
     plain.train.budget_hours = 7 / 3600
     online = _cfg(epochs=10, teacher_model=str(ckpt), teacher_weight=0.5)
     online.train.budget_hours = 7 / 3600
     assert len(train(plain, tmp_path / "plain", quiet=True).history) == 3
     assert len(train(online, tmp_path / "online", quiet=True).history) == 2
+
+
+def test_the_teachers_cpu_precision_is_its_own_and_chosen_by_measurement(trained, monkeypatch):
+    """On a CPU the teacher runs in the precision chosen for it, whatever autocast the step
+    runs under: bf16 set -> the same answer as under an explicit bf16 autocast; fp32 set ->
+    the fp32 answer even inside a bf16 autocast. The choice: off -> fp32; auto on a CPU
+    without bf16 -> fp32; auto -> bf16 only when measured faster and its logits agree; on ->
+    bf16. Measuring leaves the run's RNG alone."""
+    from litefer.training import speed
+    from litefer.training.teacher import choose_cpu_bf16
+    ckpt, _ = trained
+    t = OnlineTeacher(str(ckpt), LABELS, {"channels": 1, "size": 24, "mean": [0.5], "std": [0.5]})
+    x = torch.randn(8, 1, 24, 24)
+    fp32 = t.probs(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = t.probs(x)
+    assert not torch.equal(fp32, bf16)                                # bf16 rounding shows
+    t.cpu_bf16 = True
+    assert torch.equal(t.probs(x), bf16)
+    t.cpu_bf16 = False
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(t.probs(x), fp32)
+
+    faster_in = {True: lambda tt, xx: 300.0 if tt.cpu_bf16 else 100.0,     # bf16 3x faster
+                 False: lambda tt, xx: 100.0 if tt.cpu_bf16 else 102.0}    # bf16 no faster
+    rng = torch.get_rng_state()
+    assert choose_cpu_bf16(t, (1, 24, 24), 16, "off", has_bf16=True, measure=faster_in[True])[0] is False
+    assert choose_cpu_bf16(t, (1, 24, 24), 16, "auto", has_bf16=False, measure=faster_in[True])[0] is False
+    use, why = choose_cpu_bf16(t, (1, 24, 24), 16, "auto", has_bf16=True, measure=faster_in[True])
+    assert use is True and t.cpu_bf16 is True and "fp32 100 images/s, bf16 300" in why
+    assert choose_cpu_bf16(t, (1, 24, 24), 16, "auto", has_bf16=True, measure=faster_in[False])[0] is False
+    assert t.cpu_bf16 is False
+    assert choose_cpu_bf16(t, (1, 24, 24), 16, "on", has_bf16=False, measure=faster_in[False])[0] is True
+    monkeypatch.setattr(speed, "bf16_parity", lambda *a: 0.5)
+    use, why = choose_cpu_bf16(t, (1, 24, 24), 16, "auto", has_bf16=True, measure=faster_in[True])
+    assert use is False and "differ from fp32 by 0.500" in why
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_a_run_keeps_its_teachers_precision_on_resume(tmp_path, trained, monkeypatch):
+    """A new run measures the teacher's precision where it measures its step options and
+    stores it with them; a resumed run takes it from the checkpoint and does not measure."""
+    import os
+    import signal
+    from litefer.training import setup, teacher as T
+    from litefer.training.trainer import TrainingInterrupted
+    ckpt, _ = trained
+    calls = []
+
+    def choose(teacher, *a, **k):
+        calls.append(a)
+        teacher.cpu_bf16 = True
+        return True, "measured: stand-in"
+    monkeypatch.setattr(T, "choose_cpu_bf16", choose)
+    monkeypatch.setattr(setup, "AUTOTUNE_MIN_ITERS", 1)
+    monkeypatch.setattr(setup, "autotune", lambda *a, **k: setup.StepOptions(reason="stand-in"))
+    cfg = _cfg(epochs=2, teacher_model=str(ckpt), teacher_weight=0.5)
+    cfg.train.autotune = True
+
+    def kill(e, i):
+        if (e, i) == (0, 4):
+            os.kill(os.getpid(), signal.SIGTERM)
+    with pytest.raises(TrainingInterrupted):
+        train(cfg, out_dir=tmp_path / "r", quiet=True, on_step=kill)
+    assert calls == [((1, 24, 24), 32, "auto")]
+    last = torch.load(tmp_path / "r" / "last.pt", map_location="cpu", weights_only=True)
+    assert last["training_state"]["step_options"]["teacher_bf16"] is True
+    seen = []
+    orig = OnlineTeacher.probs
+
+    def spy(self, x):
+        seen.append(self.cpu_bf16)
+        return orig(self, x)
+    monkeypatch.setattr(OnlineTeacher, "probs", spy)
+    res = train(cfg, out_dir=tmp_path / "r", resume=tmp_path / "r", quiet=True)
+    assert len(calls) == 1 and seen and set(seen) == {True}
+    summary = json.loads((res.out_dir / "result.json").read_text())
+    assert summary["step_options"]["teacher_bf16"] is True

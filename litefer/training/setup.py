@@ -145,6 +145,7 @@ def build_run(cfg: TrainConfig, device: torch.device, dinfo: D.DistInfo, splits:
                           _src(cfg), "train.batch_size")
 
     # step options: measured per CPU (or the checkpoint's, on resume)
+    tune = bool(tc.autotune and tc.epochs * iters >= AUTOTUNE_MIN_ITERS and not dinfo.enabled and not cuda)
     if checkpoint is not None and checkpoint["training_state"].get("step_options"):
         opts = StepOptions.from_dict(checkpoint["training_state"]["step_options"])
         opts.compile = bool(tc.compile)          # may be switched; exactness assumes the same setting
@@ -158,7 +159,7 @@ def build_run(cfg: TrainConfig, device: torch.device, dinfo: D.DistInfo, splits:
         else:
             opts = StepOptions(compile=bool(tc.compile), bf16=tc.cpu_bf16 == "on", micro_batch=fixed_mb,
                                reason="config")
-            if tc.autotune and tc.epochs * iters >= AUTOTUNE_MIN_ITERS and not dinfo.enabled:
+            if tune:
                 tuned = autotune(model, cfg.model.arch, (pre["channels"], pre["size"], pre["size"]), tc.batch_size,
                                  num_classes, bf16_mode=tc.cpu_bf16, micro=auto_mb, log=log)
                 opts = StepOptions(tuned.channels_last, tuned.bf16, bool(tc.compile),
@@ -180,7 +181,8 @@ def build_run(cfg: TrainConfig, device: torch.device, dinfo: D.DistInfo, splits:
     use_amp = bool(tc.amp and cuda)
     amp_dtype = torch.bfloat16 if tc.amp_dtype == "bfloat16" else torch.float16
     normalize = Normalize(pre["channels"], pre["mean"], pre["std"])
-    teacher = _online_teacher(cfg, labels, pre, device, opts, splits, train_data, normalize, log)
+    teacher = _online_teacher(cfg, labels, pre, device, opts, splits, train_data, normalize, log,
+                              resumed=checkpoint is not None, tune=tune)
     if tc.budget_hours and checkpoint is None:
         _size_to_budget(cfg, model, pre, splits, iters * tc.batch_size, num_classes, device, dinfo, opts, use_amp,
                         amp_dtype, log, teacher=teacher)
@@ -201,17 +203,29 @@ def build_run(cfg: TrainConfig, device: torch.device, dinfo: D.DistInfo, splits:
 
 
 def _online_teacher(cfg: TrainConfig, labels: tuple, pre: dict, device: torch.device, opts: StepOptions,
-                    splits: DataSplits, train_data: TensorFaces, normalize: Normalize, log: Callable[[str], None]):
+                    splits: DataSplits, train_data: TensorFaces, normalize: Normalize, log: Callable[[str], None],
+                    resumed: bool = False, tune: bool = False):
     """The :class:`~litefer.training.teacher.OnlineTeacher` of ``data.teacher_model`` (None
     without one); what it is, and how often its top class is the training images' own class,
-    go into ``splits.info["teacher"]`` (and so into the run's checkpoints and result.json)."""
+    go into ``splits.info["teacher"]`` (and so into the run's checkpoints and result.json).
+    On a CPU its precision is chosen for a new run and kept in ``opts.teacher_bf16``:
+    measured where the step options are (``tune``), otherwise ``train.cpu_bf16 == "on"``, as
+    for the step; a resumed run keeps its checkpoint's (None there: the step's autocast)."""
     d = cfg.data
     if d.teacher_model is None:
         return None
-    from litefer.training.teacher import OnlineTeacher, TeacherError
+    from litefer.training.teacher import OnlineTeacher, TeacherError, choose_cpu_bf16
     try:
         teacher = OnlineTeacher(d.teacher_model, labels, pre, weight=d.teacher_weight,
                                 temperature=d.teacher_temperature, device=device, channels_last=True)
+        if device.type == "cpu" and not resumed:
+            if tune:
+                opts.teacher_bf16, why = choose_cpu_bf16(teacher, (pre["channels"], pre["size"], pre["size"]),
+                                                         cfg.train.batch_size, cfg.train.cpu_bf16)
+            else:
+                opts.teacher_bf16, why = cfg.train.cpu_bf16 == "on", "train.cpu_bf16, not measured"
+            log(f"online teacher: {'bf16' if opts.teacher_bf16 else 'fp32'} ({why})")
+        teacher.cpu_bf16 = opts.teacher_bf16 if device.type == "cpu" else None
         cpu_bf16 = device.type != "cuda" and bool(opts.bf16)
         with torch.autocast("cpu", dtype=torch.bfloat16) if cpu_bf16 else torch.autocast(device.type, enabled=False):
             agree = teacher.agreement(train_data.images, train_data.classes, normalize)
@@ -245,8 +259,9 @@ def _size_to_budget(cfg: TrainConfig, model: nn.Module, pre: dict, splits: DataS
                                     eval_batch, num_classes, device, channels_last=bool(opts.channels_last),
                                     autocast=autocast, micro_batch=opts.micro_batch)
     if teacher is not None:
-        t_ips = _teacher_images_per_s(teacher, (pre["channels"], pre["size"], pre["size"]), tc.batch_size, device,
-                                      autocast)
+        from litefer.training.teacher import images_per_s
+        t_ips = images_per_s(teacher, torch.randn(tc.batch_size, pre["channels"], pre["size"], pre["size"],
+                                                  generator=torch.Generator().manual_seed(0)).to(device), autocast)
         log(f"budget: the online teacher labels {t_ips:.0f} images/s, the step trains {train_ips:.0f}")
         train_ips = 1.0 / (1.0 / train_ips + 1.0 / t_ips)
     world = max(1, dinfo.world_size)              # under DDP every rank steps through its share
@@ -257,24 +272,3 @@ def _size_to_budget(cfg: TrainConfig, model: nn.Module, pre: dict, splits: DataS
     p = D.broadcast_object(p, dinfo)              # every rank trains rank 0's plan
     B.apply_plan(cfg, p)
     log(f"budget: {p.describe()}")
-
-
-def _teacher_images_per_s(teacher, in_shape: tuple[int, int, int], batch: int, device: torch.device, autocast,
-                          reps: int = 3) -> float:
-    """Images/s of ``teacher`` labelling random student batches (one warm-up call, then the
-    median of ``reps`` timed calls)."""
-    import time
-    x = torch.randn(batch, *in_shape, device=device)
-    y = torch.zeros(batch, dtype=torch.long, device=device)
-    times = []
-    for i in range(reps + 1):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        with autocast():
-            teacher(x, y)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        if i:
-            times.append(time.perf_counter() - t0)
-    return batch / max(sorted(times)[len(times) // 2], 1e-9)

@@ -43,13 +43,18 @@ class StepOptions:
     micro_batch: int = 0
     #: how the choice was made (for logs / checkpoints)
     reason: str = "defaults"
+    #: an online teacher's precision on a CPU, chosen apart from the step's
+    #: (:func:`litefer.training.teacher.choose_cpu_bf16`): True bf16 autocast, False fp32,
+    #: None (no teacher, CUDA, or a checkpoint from before the choice): the step's autocast
+    teacher_bf16: Optional[bool] = None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "StepOptions":
-        return cls(**{k: d[k] for k in ("channels_last", "bf16", "compile", "micro_batch", "reason") if k in d})
+        return cls(**{k: d[k] for k in ("channels_last", "bf16", "compile", "micro_batch", "reason",
+                                              "teacher_bf16") if k in d})
 
 
 def cpu_flags() -> set[str]:

@@ -20,9 +20,18 @@ classes.
 
 Choices, with their reasons:
 
-- The teacher runs under the step's autocast (bf16 on a CPU that has it): its forward pass
-  costs less, and the targets it gives differ from fp32 ones by bf16 rounding, far below the
-  label noise they replace. Its probabilities are taken in float32.
+- On a CPU the teacher's precision is chosen apart from the student's step
+  (:func:`choose_cpu_bf16`): the step's choice weighs a training step's backward pass and
+  optimizer, the teacher only does inference, and the two can differ. I-MobileNetV2's step
+  is fastest in fp32 + channels_last on an AVX512-BF16 EPYC while the bundled `fer2013`
+  ensemble labels batches several times faster under bf16: run under the step's fp32, the
+  teacher held that run to 107 images/s against the step's 278. bf16 is used where
+  ``train.cpu_bf16`` allows it, the teacher's logits agree with fp32 within
+  :data:`~litefer.training.speed.BF16_TOLERANCE` and it is measurably faster; the targets
+  then differ from fp32 ones by bf16 rounding, far below the label noise they replace. The
+  choice is kept in the run's step options, so a resumed run labels exactly as before. On
+  CUDA, and for runs checkpointed before the choice existed, the teacher runs under the
+  step's autocast. Its probabilities are taken in float32.
 - The teacher runs channels_last, whatever the student's layout: measured on the bundled
   `fer2013` ensemble (batch 64, one thread of an AVX512-BF16 EPYC), 109 against 37 images/s
   in fp32 and 325 against 63 under bf16.
@@ -35,8 +44,10 @@ Choices, with their reasons:
 """
 from __future__ import annotations
 
+import contextlib
+import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -99,6 +110,10 @@ class OnlineTeacher:
         self.t_mean = _per_channel(tp["mean"], self.t_channels, device)
         self.t_std = _per_channel(tp["std"], self.t_channels, device)
         self.luma = torch.tensor(LUMA, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        self.device = torch.device(device)
+        #: CPU precision of the teacher's pass: True bf16 autocast, False fp32, None the caller's
+        #: autocast (:func:`choose_cpu_bf16` sets it)
+        self.cpu_bf16: Optional[bool] = None
         p = Path(self.source)
         file = p if p.is_file() else (bundled_path(self.source) if self.source in BUNDLED else None)
         self.info = {"model": self.source, "online": True, "weight": self.weight, "temperature": self.temperature,
@@ -118,10 +133,18 @@ class OnlineTeacher:
         xt = (px - self.t_mean) / self.t_std
         return xt.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
 
+    def precision(self):
+        """The autocast context of the teacher's pass (:attr:`cpu_bf16`; none when it is None
+        or the teacher is not on a CPU)."""
+        if self.cpu_bf16 is None or self.device.type != "cpu":
+            return contextlib.nullcontext()
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(self.cpu_bf16))
+
     @torch.no_grad()
     def probs(self, x: torch.Tensor) -> torch.Tensor:
         """The teacher's probabilities (float32, training-label order) at temperature T."""
-        logits = self.model(self.teacher_input(x)).float()
+        with self.precision():
+            logits = self.model(self.teacher_input(x)).float()
         return torch.softmax(logits / self.temperature, dim=1).index_select(1, self.perm)
 
     @torch.no_grad()
@@ -141,3 +164,55 @@ class OnlineTeacher:
             x = normalize(images[s:s + batch_size])
             hits += int((self.probs(x).argmax(1) == classes[s:s + batch_size]).sum())
         return hits / max(len(images), 1)
+
+
+def images_per_s(teacher: OnlineTeacher, x: torch.Tensor, autocast: Callable = contextlib.nullcontext,
+                 reps: int = 3) -> float:
+    """Images/s of ``teacher`` labelling the student batch ``x`` (one warm-up call, then the
+    median of ``reps`` timed calls; ``autocast``: the context the calls run under)."""
+    y = torch.zeros(len(x), dtype=torch.long, device=x.device)
+    cuda = x.device.type == "cuda"
+    times = []
+    for i in range(reps + 1):
+        if cuda:
+            torch.cuda.synchronize(x.device)
+        t0 = time.perf_counter()
+        with autocast():
+            teacher(x, y)
+        if cuda:
+            torch.cuda.synchronize(x.device)
+        if i:
+            times.append(time.perf_counter() - t0)
+    return len(x) / max(sorted(times)[len(times) // 2], 1e-9)
+
+
+def choose_cpu_bf16(teacher: OnlineTeacher, in_shape: tuple[int, int, int], batch: int, mode: str, *,
+                    has_bf16: Optional[bool] = None,
+                    measure: Callable[[OnlineTeacher, torch.Tensor], float] = images_per_s) -> tuple[bool, str]:
+    """Whether ``teacher`` should label on this CPU under bf16 autocast, and why.
+
+    ``mode``: ``train.cpu_bf16`` (off: fp32; on: bf16; auto: bf16 only on a CPU with
+    AVX512-BF16 / AMX, when the teacher's bf16 logits agree with fp32 within
+    :data:`~litefer.training.speed.BF16_TOLERANCE` and its pass is at least
+    :data:`~litefer.training.speed.MIN_GAIN` faster). Times student batches of
+    ``(batch, *in_shape)`` drawn from a private generator (the run's RNG is untouched).
+    Leaves ``teacher.cpu_bf16`` set to the choice."""
+    from litefer.training.speed import BF16_TOLERANCE, MIN_GAIN, bf16_parity, cpu_has_bf16
+    has_bf16 = cpu_has_bf16() if has_bf16 is None else has_bf16
+    if mode == "off" or (mode == "auto" and not has_bf16):
+        teacher.cpu_bf16 = False
+        return False, "train.cpu_bf16: off" if mode == "off" else "this CPU has no AVX512-BF16 / AMX"
+    x = torch.randn(batch, *in_shape, generator=torch.Generator().manual_seed(0))
+    if mode == "auto":
+        with torch.no_grad():
+            parity = bf16_parity(teacher.model, teacher.teacher_input(x[:32]))
+        if parity > BF16_TOLERANCE:
+            teacher.cpu_bf16 = False
+            return False, f"its bf16 logits differ from fp32 by {parity:.3f} (> {BF16_TOLERANCE})"
+    rates = {}
+    for bf in (False, True):
+        teacher.cpu_bf16 = bf
+        rates[bf] = measure(teacher, x)
+    use = mode == "on" or rates[True] >= rates[False] * (1 + MIN_GAIN)
+    teacher.cpu_bf16 = use
+    return use, f"measured: fp32 {rates[False]:.0f} images/s, bf16 {rates[True]:.0f}"

@@ -343,7 +343,9 @@ def _train(cfg: TrainConfig, device: torch.device, dinfo: D.DistInfo, out_dir, r
         log(f"distillation (online): training targets {teacher['weight']:g} x {teacher['model']} "
             f"(T={teacher['temperature']:g}) on each augmented batch + {1 - teacher['weight']:g} x own label; "
             f"its top class is the training label for {100 * teacher['agreement']:.1f} % of the "
-            f"{teacher['images']} un-augmented training images")
+            f"{teacher['images']} un-augmented training images"
+            + ("" if parts.cuda else "; the teacher runs " + {True: "bf16", False: "fp32"}.get(
+                opts.teacher_bf16, "under the step's precision")))
     elif teacher:
         log(f"distillation: training targets {teacher['weight']:g} x teacher (T={teacher['temperature']:g}) + "
             f"{1 - teacher['weight']:g} x own label, from {teacher['file']} ({teacher['used']} of its "
