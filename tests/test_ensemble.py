@@ -143,3 +143,66 @@ def test_subset_scores_match_the_combined_model(members, tmp_path):
         ens, meta = combine_checkpoints(chosen, flip=r["flip"])
         got = evaluate(ens, arrays, preprocess=meta.preprocess, labels=meta.labels).metrics
         assert got["accuracy"] == pytest.approx(r["accuracy"], abs=1 / 60 + 1e-9), r
+
+
+# ------------------------------------------------------------------ weight averaging (one network)
+def test_weight_average_is_the_mean_of_the_tensors(tmp_path):
+    from litefer.models.ensemble import average_weights
+
+    paths = [_member(tmp_path / f"{i}.safetensors", seed=i) for i in range(3)]
+    model, meta = average_weights(paths)
+    assert meta.arch == "mini_xception" and meta.arch_kwargs == {"width": 1} and meta.labels == FER7
+    assert meta.extra["weights_averaged_from"] == [str(p) for p in paths]
+    states = [load_model(p)[0].state_dict() for p in paths]
+    got = model.state_dict()
+    n_float = 0
+    for name, value in got.items():
+        if value.is_floating_point():
+            n_float += 1
+            torch.testing.assert_close(value, sum(s[name] for s in states) / 3, atol=1e-6, rtol=1e-6)
+        else:   # BatchNorm's num_batches_tracked: the first checkpoint's
+            assert torch.equal(value, states[0][name])
+    assert n_float > 10
+    # not simply one of the members: the test could fail
+    assert any(not torch.allclose(got[k], states[0][k]) for k in got if got[k].is_floating_point())
+    # a checkpoint averaged with itself is itself, and answers the same
+    same, _ = average_weights([paths[0], paths[0]])
+    x = torch.randn(2, 1, 48, 48, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(same(x), load_model(paths[0])[0](x))
+
+
+def test_weight_average_refuses_what_does_not_line_up(tmp_path):
+    from litefer.models.ensemble import average_weights
+
+    a = _member(tmp_path / "a.safetensors", 0)
+    with pytest.raises(CheckpointError, match="at least two"):
+        average_weights([a])
+    wider = _member(tmp_path / "w.safetensors", 1, width=2)
+    with pytest.raises(CheckpointError, match=r"w\.safetensors: its arch_kwargs"):
+        average_weights([a, wider])
+    other_labels = _member(tmp_path / "b.safetensors", 1, labels=[*FER7, "contempt"])
+    with pytest.raises(CheckpointError, match=r"b\.safetensors: its labels"):
+        average_weights([a, other_labels])
+
+
+def test_cli_combine_weights(tmp_path):
+    from typer.testing import CliRunner
+
+    from litefer.cli import app
+
+    paths = [_member(tmp_path / f"{i}.safetensors", seed=i) for i in range(2)]
+    out = tmp_path / "soup.safetensors"
+    res = CliRunner().invoke(app, ["combine", *map(str, paths), "--weights", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    assert summary["weights"] is True and summary["arch"] == "mini_xception"
+    model, meta = load_model(out)
+    assert meta.arch == "mini_xception"
+    from litefer.models.ensemble import average_weights
+    expected = average_weights(paths)[0].state_dict()
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, expected[name])
+    both = CliRunner().invoke(app, ["combine", *map(str, paths), "--weights", "--flip",
+                                    "--out", str(tmp_path / "x.safetensors")])
+    assert both.exit_code == 2 and "--weights and --flip" in both.output

@@ -83,11 +83,18 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", "-o", help="Output .safetensors file."),
         flip: bool = typer.Option(False, "--flip", help="Also average each member's answer for the mirrored "
                                                         "face (test-time augmentation inside the model)."),
+        weights: bool = typer.Option(False, "--weights", help="Average the weights instead, into one network "
+                                                              "of the same architecture and cost (checkpoints "
+                                                              "of one training run, e.g. its best and last)."),
         force: bool = typer.Option(False, "--force", help="Overwrite an existing OUT."),
     ) -> None:
         """Average trained models into one: an `ensemble` checkpoint whose softmax is the mean of
-        the members' (and, with --flip, of their mirrored answers).  `evaluate`, `predict`,
-        `export` and `Recognizer` take it like any other checkpoint."""
+        the members' (and, with --flip, of their mirrored answers), or with --weights one network
+        whose weights are their mean.  `evaluate`, `predict`, `export` and `Recognizer` take it
+        like any other checkpoint."""
+        if weights and flip:
+            raise fail("--weights and --flip: a weight average is one plain network; combine it with "
+                       "--flip afterwards to add the mirrored answers")
         if out.suffix != ".safetensors":
             raise fail(f"--out {out}: the output must end in .safetensors")
         if out.exists() and not force:
@@ -96,11 +103,11 @@ def register(app: typer.Typer) -> None:
             raise fail(f"--out {out}: folder {out.parent} does not exist")
         from litefer.deploy.profile import count_params
         from litefer.models.checkpoint import save_safetensors
-        from litefer.models.ensemble import combine_checkpoints
+        from litefer.models.ensemble import average_weights, combine_checkpoints
         try:
-            model, meta = combine_checkpoints(checkpoints, flip=flip)
+            model, meta = average_weights(checkpoints) if weights else combine_checkpoints(checkpoints, flip=flip)
         except ValueError as exc:          # CheckpointError is one too
             raise fail(str(exc))
         save_safetensors(out, meta, model.state_dict())
-        echo_json({"path": str(out), "members": len(checkpoints), "flip": flip,
-                   "params_m": count_params(model) / 1e6, "labels": meta.labels})
+        echo_json({"path": str(out), "members": len(checkpoints), "flip": flip, "weights": weights,
+                   "arch": meta.arch, "params_m": count_params(model) / 1e6, "labels": meta.labels})

@@ -1,7 +1,15 @@
 """Model averaging: several trained litefer models (and optionally their mirror images) as one.
 
->>> from litefer.models.ensemble import combine_checkpoints
+>>> from litefer.models.ensemble import average_weights, combine_checkpoints
 >>> model, meta = combine_checkpoints(["runs/a/best.pt", "runs/b/best.pt"], flip=True)
+>>> model, meta = average_weights(["runs/a/best.pt", "runs/a/last.pt"])   # one network
+
+Two kinds.  :func:`combine_checkpoints` averages the members' *answers* (an ensemble: any
+architectures, members x views forward passes).  :func:`average_weights` averages their
+*weights* into one network of the same architecture and cost (a "uniform model soup", what
+timm's ``avg_checkpoints.py`` does); it only makes sense for checkpoints of one training
+trajectory (best and last of a run, or runs continued from the same weights): the weights of
+independently trained networks do not line up, and their average is noise.
 
 Not from the four papers: it is the oldest way to buy accuracy with compute on noisy labels
 (FER2013's single-annotator labels above all), and litefer's ``fer2013`` bundle uses it.
@@ -149,4 +157,40 @@ def combine_checkpoints(paths: Sequence[str | Path], flip: bool = False):
     meta = ModelMeta("ensemble", list(first_meta.labels), dict(first_meta.preprocess),
                      {"members": members, "flip": bool(flip)},
                      extra={"members_from": [str(p) for p in paths]})
+    return model.eval(), meta
+
+
+def average_weights(paths: Sequence[str | Path]):
+    """(one network in eval mode, its ModelMeta) whose floating-point tensors, BatchNorm running
+    statistics included, are the element-wise mean of the checkpoints' (paths or bundled names).
+
+    The checkpoints must share architecture (with its keyword arguments), labels and
+    preprocessing; integer buffers (BatchNorm's batch counters) are taken from the first.
+    The error names the first file that does not fit.  No BatchNorm recalibration is done:
+    for checkpoints of one trajectory the averaged statistics are close to recomputed ones,
+    and a training-free average is what the selection on validation then measures.
+    """
+    from litefer.models.checkpoint import CheckpointError, ModelMeta, load_model
+
+    if len(paths) < 2:
+        raise CheckpointError("average: give at least two checkpoints")
+    loaded = [load_model(p) for p in paths]
+    model, first = loaded[0]
+    for p, (_, meta) in zip(paths[1:], loaded[1:]):
+        for field in ("arch", "arch_kwargs", "labels", "preprocess"):
+            if getattr(meta, field) != getattr(first, field):
+                raise CheckpointError(f"{p}: its {field} {getattr(meta, field)!r} differ from {paths[0]}'s "
+                                      f"{getattr(first, field)!r}; weights can only be averaged within one "
+                                      "architecture")
+    states = [m.state_dict() for m, _ in loaded]
+    avg = {}
+    with torch.no_grad():
+        for name, ref in states[0].items():
+            if ref.is_floating_point():
+                avg[name] = (torch.stack([s[name].double() for s in states]).mean(0)).to(ref.dtype)
+            else:
+                avg[name] = ref.clone()
+    model.load_state_dict(avg)
+    meta = ModelMeta(first.arch, list(first.labels), dict(first.preprocess), dict(first.arch_kwargs),
+                     extra={"weights_averaged_from": [str(p) for p in paths]})
     return model.eval(), meta
