@@ -166,9 +166,10 @@ def average_weights(paths: Sequence[str | Path]):
 
     The checkpoints must share architecture (with its keyword arguments), labels and
     preprocessing; integer buffers (BatchNorm's batch counters) are taken from the first.
-    The error names the first file that does not fit.  No BatchNorm recalibration is done:
-    for checkpoints of one trajectory the averaged statistics are close to recomputed ones,
-    and a training-free average is what the selection on validation then measures.
+    The error names the first file that does not fit.  BatchNorm statistics are averaged, not
+    recomputed on training data (no data needed); select the average on a validation split,
+    which measures it as it is.  Measured once: the I-MobileNetV2 online second stage's best.pt
+    and last.pt (FER2013 PublicTest 67.54 and 67.40 %) average to 67.65 %.
     """
     from litefer.models.checkpoint import CheckpointError, ModelMeta, load_model
 
