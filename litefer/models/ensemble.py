@@ -127,6 +127,17 @@ def ensemble(num_classes: int = 7, in_chans: int = 1, **kw) -> Ensemble:
     return Ensemble(num_classes, in_chans, **kw)
 
 
+def _check_shared(paths: Sequence[str | Path], metas: Sequence[Any], fields: Sequence[str], why: str) -> None:
+    """Raise CheckpointError naming the first checkpoint whose ``fields`` differ from the first one's."""
+    from litefer.models.checkpoint import CheckpointError
+
+    for p, meta in zip(paths[1:], metas[1:]):
+        for field in fields:
+            if getattr(meta, field) != getattr(metas[0], field):
+                raise CheckpointError(f"{p}: its {field} {getattr(meta, field)!r} differ from {paths[0]}'s "
+                                      f"{getattr(metas[0], field)!r}; {why}")
+
+
 def combine_checkpoints(paths: Sequence[str | Path], flip: bool = False):
     """(Ensemble in eval mode, its ModelMeta) from trained checkpoints (paths or bundled names).
 
@@ -139,11 +150,7 @@ def combine_checkpoints(paths: Sequence[str | Path], flip: bool = False):
         raise CheckpointError("combine: give at least one checkpoint")
     loaded = [load_model(p) for p in paths]
     first_meta = loaded[0][1]
-    for p, (_, meta) in zip(paths[1:], loaded[1:]):
-        for field in ("labels", "preprocess"):
-            if getattr(meta, field) != getattr(first_meta, field):
-                raise CheckpointError(f"{p}: its {field} {getattr(meta, field)!r} differ from {paths[0]}'s "
-                                      f"{getattr(first_meta, field)!r}; ensemble members must share them")
+    _check_shared(paths, [m for _, m in loaded], ("labels", "preprocess"), "ensemble members must share them")
     members = []
     for p, (_, meta) in zip(paths, loaded):
         if meta.arch == "ensemble":
@@ -178,12 +185,8 @@ def average_weights(paths: Sequence[str | Path]):
         raise CheckpointError("average: give at least two checkpoints")
     loaded = [load_model(p) for p in paths]
     model, first = loaded[0]
-    for p, (_, meta) in zip(paths[1:], loaded[1:]):
-        for field in ("arch", "arch_kwargs", "labels", "preprocess"):
-            if getattr(meta, field) != getattr(first, field):
-                raise CheckpointError(f"{p}: its {field} {getattr(meta, field)!r} differ from {paths[0]}'s "
-                                      f"{getattr(first, field)!r}; weights can only be averaged within one "
-                                      "architecture")
+    _check_shared(paths, [m for _, m in loaded], ("arch", "arch_kwargs", "labels", "preprocess"),
+                  "weights can only be averaged within one architecture")
     states = [m.state_dict() for m, _ in loaded]
     avg = {}
     with torch.no_grad():
